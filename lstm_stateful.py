@@ -1,0 +1,612 @@
+"""
+Title: How to use a stateful LSTM model, stateful vs stateless LSTM performance comparison
+Original: the Keras 2 example `examples/lstm_stateful.py` (Keras team, MIT licence)
+Port: Keras 3 / TensorFlow >= 2.16, as one runnable, tested script
+Description: a stateful LSTM remembers what its input window cannot show it.
+
+The models are trained on an input/output pair, where
+the input is a generated uniformly distributed
+random sequence of length = `input_len`,
+and the output is a moving average of the input with window length = `tsteps`.
+Both `input_len` and `tsteps` are defined in the "editable parameters"
+section.
+
+A larger `tsteps` value means that the LSTM will need more memory
+to figure out the input-output relationship.
+This memory length is controlled by the `lahead` variable (more details below).
+
+The rest of the parameters are:
+
+- `input_len`: the length of the generated input sequence
+- `lahead`: the input sequence length that the LSTM
+  is trained on for each output point
+- `batch_size`, `epochs`: same parameters as in the `model.fit(...)`
+  function
+
+When `lahead > 1`, the model input is preprocessed to a "rolling window view"
+of the data, with the window length = `lahead`.
+This is similar to sklearn's `view_as_windows`
+with `window_shape` being a single number.
+
+When `lahead < tsteps`, only the stateful LSTM converges because its
+statefulness allows it to see beyond the capability that lahead
+gave it to fit the n-point average. The stateless LSTM does not have
+this capability, and hence is limited by its `lahead` parameter,
+which is not sufficient to see the n-point average.
+
+When `lahead >= tsteps`, both the stateful and stateless LSTM converge.
+
+Usage:
+    python lstm_stateful.py                       # the original experiment
+    python lstm_stateful.py --tsteps 3 --lahead 3 # both models converge
+    python lstm_stateful.py --help                # every flag, with its default
+
+Every run writes input.png, results.png and metrics.json into --output-dir.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.backends import BackendFilter, backend_registry
+
+
+@contextlib.contextmanager
+def stderr_silenced():
+    """Send the process's own stderr (file descriptor 2) to /dev/null for a while."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+# Without these a CPU-only machine prints a screenful of TensorFlow C++ log lines: the level
+# must be set before TensorFlow loads, and a few INFO lines are written while it loads, before
+# any level applies. A Python error raised by the import still shows as usual.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# oneDNN's kernels pay a set-up cost per op that outweighs ops as tiny as this model's.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+with stderr_silenced():
+    import keras
+
+# ----------------------------------------------------------
+# EDITABLE PARAMETERS
+# Read the documentation in the script head for more details.
+# Each one is also the default of a command-line flag (see --help).
+# ----------------------------------------------------------
+input_len = 1000  # length of input
+# The window length of the moving average used to generate
+# the output from the input in the input/output pair used
+# to train the LSTM
+# e.g. if tsteps=2 and input=[1, 2, 3, 4, 5],
+# then output=[1.5, 2.5, 3.5, 4.5]
+tsteps = 2
+lahead = 1  # the input sequence length that the LSTM is trained on for each output point
+batch_size = 1  # training parameters passed to "model.fit(...)"
+epochs = 10
+seed = 1986  # fixes the data (as the original's np.random.seed(1986)) and the Keras weights
+output_dir = "outputs"  # where the figures and metrics.json are written
+show = True  # also open the figures in windows at the end, where a display exists
+fast = True  # run many steps per compiled call (same model, same results); False: one step at a time
+
+AMP = 0.1  # the input is uniform noise in [-AMP, +AMP], as in the original
+STEPS_PER_EXECUTION = 1000  # with fast: training steps per call into compiled code
+CONVERGED_R2 = 0.8  # a model "converges" when it explains this much of the target's variance
+
+
+# ------------
+# DATA
+# ------------
+def gen_uniform_amp(amp=1, xn=10000, rng=np.random):
+    """Generates uniform random data between
+    -amp and +amp
+    and of length xn
+
+    # Arguments
+        amp: maximum/minimum range of uniform data
+        xn: length of series
+        rng: a legacy numpy RandomState (the original used the global one)
+    """
+    data_input = rng.uniform(-1 * amp, +1 * amp, xn)
+    data_input = pd.DataFrame(data_input)
+    return data_input
+
+
+def build_series(input_len, tsteps, lahead, seed):
+    """The original's data: the input (in rolling window view) and its moving average.
+
+    Returns two DataFrames of `input_len` rows: the input with `lahead` columns,
+    column i holding the input from i steps back, and the expected output.
+    """
+    # A RandomState of its own draws the very numbers np.random.seed(seed) gave the original,
+    # without touching numpy's global state.
+    rng = np.random.RandomState(seed)
+
+    # Since the output is a moving average of the input,
+    # the first few points of output will be NaN
+    # and will be dropped from the generated data
+    # before training the LSTM.
+    # Also, when lahead > 1,
+    # the preprocessing step later of "rolling window view"
+    # will also cause some points to be lost.
+    # For aesthetic reasons,
+    # in order to maintain generated data length = input_len after pre-processing,
+    # add a few points to account for the values that will be lost.
+    to_drop = max(tsteps - 1, lahead - 1)
+    data_input = gen_uniform_amp(amp=AMP, xn=input_len + to_drop, rng=rng)
+
+    # set the target to be a N-point average of the input
+    expected_output = data_input.rolling(window=tsteps, center=False).mean()
+
+    # when lahead > 1, need to convert the input to "rolling window view"
+    # (the newest input comes first in each window, exactly as in the original)
+    if lahead > 1:
+        data_input = np.repeat(data_input.values, repeats=lahead, axis=1)
+        data_input = pd.DataFrame(data_input)
+        for i, c in enumerate(data_input.columns):
+            data_input[c] = data_input[c].shift(i)
+
+    # drop the nan
+    expected_output = expected_output[to_drop:]
+    data_input = data_input[to_drop:]
+    return data_input, expected_output
+
+
+def split_data(x, y, batch_size, ratio=0.8):
+    """The original's 80/20 train/test split, trimmed to whole batches."""
+    to_train = int(x.shape[0] * ratio)
+    # tweak to match with batch_size
+    to_train -= to_train % batch_size
+
+    x_train = x[:to_train]
+    y_train = y[:to_train]
+    x_test = x[to_train:]
+    y_test = y[to_train:]
+
+    # tweak to match with batch_size
+    to_drop = x.shape[0] % batch_size
+    if to_drop > 0:
+        x_test = x_test[: -1 * to_drop]
+        y_test = y_test[: -1 * to_drop]
+
+    # some reshaping (to_numpy copies: pandas 3's copy-on-write may hand out read-only views)
+    reshape_3 = lambda x: x.to_numpy(copy=True).reshape((x.shape[0], x.shape[1], 1))
+    x_train = reshape_3(x_train)
+    x_test = reshape_3(x_test)
+
+    reshape_2 = lambda x: x.to_numpy(copy=True).reshape((x.shape[0], 1))
+    y_train = reshape_2(y_train)
+    y_test = reshape_2(y_test)
+
+    return (x_train, y_train), (x_test, y_test)
+
+
+def split_sizes(input_len, batch_size, ratio=0.8):
+    """How many points split_data puts in the training and test sets, without building them."""
+    to_train = int(input_len * ratio)
+    to_train -= to_train % batch_size
+    to_test = input_len - to_train - input_len % batch_size
+    return to_train, to_test
+
+
+def build_dataset(input_len, tsteps, lahead, batch_size, seed):
+    """The arrays the original trains and tests on: ((x_train, y_train), (x_test, y_test))."""
+    data_input, expected_output = build_series(input_len, tsteps, lahead, seed)
+    return split_data(data_input, expected_output, batch_size)
+
+
+def stateless_floor_mse(tsteps, lahead, amp=AMP):
+    """The lowest test MSE a model can reach that sees only the last `lahead` inputs.
+
+    The target averages `tsteps` inputs; `tsteps - lahead` of them are outside the
+    window, each uniform on [-amp, amp] (variance amp**2 / 3) and weighted 1 / tsteps.
+    """
+    if lahead >= tsteps:
+        return 0.0
+    return (tsteps - lahead) * amp**2 / (3 * tsteps**2)
+
+
+# ------------
+# MODEL
+# ------------
+def create_model(stateful, batch_size, lahead, fast=False):
+    """LSTM(20) then Dense(1), trained on mse with adam, as in the original.
+
+    With `fast`, Keras runs many training steps per call into compiled code, instead of
+    returning to Python after every batch of one sample. The model and its maths are the same.
+    """
+    model = keras.Sequential(
+        [
+            # Keras 3 takes the fixed batch a stateful LSTM needs here, not as LSTM(batch_size=...).
+            keras.Input(batch_shape=(batch_size, lahead, 1)),
+            # unroll: with windows of a few steps, straight-line code beats a symbolic loop.
+            keras.layers.LSTM(20, stateful=stateful, unroll=fast),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(
+        loss="mse",
+        optimizer="adam",
+        # Steps still run one after another, so the state passes from each batch to the next.
+        steps_per_execution=STEPS_PER_EXECUTION if fast else 1,
+        # No XLA: on the CPU it costs more to compile than it saves on steps this small.
+        jit_compile=False,
+    )
+    return model
+
+
+def reset_states(model):
+    """Forget what the stateful LSTM carried from earlier batches."""
+    # Keras 3 has no Model.reset_states(); each stateful RNN layer resets its own state.
+    for layer in model.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_state()
+
+
+def train_stateful(model, x_train, y_train, x_test, y_test, batch_size, epochs, verbose=1):
+    """One epoch per fit, resetting the state after each, as in the original."""
+    history = {"loss": [], "val_loss": []}
+    for i in range(epochs):
+        if verbose:
+            print("Epoch", i + 1, "/", epochs)
+        # Note that the last state for sample i in a batch will
+        # be used as initial state for sample i in the next batch.
+        # Thus we are simultaneously training on batch_size series with
+        # lower resolution than the original series contained in data_input.
+        # Each of these series are offset by one step and can be
+        # extracted with data_input[i::batch_size].
+        fitted = model.fit(
+            x_train,
+            y_train,
+            batch_size=batch_size,
+            epochs=1,
+            verbose=verbose,
+            validation_data=(x_test, y_test),
+            shuffle=False,
+        )
+        for key in history:
+            history[key] += fitted.history[key]
+        reset_states(model)
+    return history
+
+
+def train_stateless(model, x_train, y_train, x_test, y_test, batch_size, epochs, verbose=1):
+    """All epochs in one fit: a stateless model has no state to reset."""
+    fitted = model.fit(
+        x_train,
+        y_train,
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=verbose,
+        validation_data=(x_test, y_test),
+        shuffle=False,
+    )
+    return {key: list(fitted.history[key]) for key in ("loss", "val_loss")}
+
+
+def predict(model, x, batch_size, verbose=1):
+    """model.predict, one step per call."""
+    # Keras builds a fused predict as one graph with every step spelt out, which costs seconds
+    # to build for a single pass over the test set; training and validation loop instead.
+    model.steps_per_execution = 1
+    return model.predict(x, batch_size=batch_size, verbose=verbose)
+
+
+def score(y_expected, y_predicted):
+    """Test MSE, R² and the verdict, over exactly the points given."""
+    residual = (y_expected - y_predicted).flatten()
+    test_mse = float(np.mean(residual**2))
+    r2 = 1.0 - test_mse / float(np.var(y_expected))
+    return {"test_mse": test_mse, "r2": r2, "converged": bool(r2 >= CONVERGED_R2)}
+
+
+# ------------
+# EXPERIMENT
+# ------------
+def experiment(input_len, tsteps, lahead, batch_size, epochs, seed, fast=False, verbose=1):
+    """Train and test the stateful and the stateless LSTM on the same data.
+
+    Returns the test data, both models' predictions and their metrics.
+    """
+    (x_train, y_train), (x_test, y_test) = build_dataset(input_len, tsteps, lahead, batch_size, seed)
+    if verbose:
+        print("x_train.shape: ", x_train.shape)
+        print("y_train.shape: ", y_train.shape)
+        print("x_test.shape: ", x_test.shape)
+        print("y_test.shape: ", y_test.shape)
+
+    # Seeds numpy, Python and the backend, so the initial weights repeat from run to run.
+    keras.utils.set_random_seed(seed)
+    data = (x_train, y_train, x_test, y_test, batch_size, epochs, verbose)
+    results = {}
+
+    if verbose:
+        print("Creating Stateful Model...")
+    start = time.perf_counter()
+    model_stateful = create_model(stateful=True, batch_size=batch_size, lahead=lahead, fast=fast)
+    if verbose:
+        print("Training")
+    history = train_stateful(model_stateful, *data)
+    if verbose:
+        print("Predicting")
+    reset_states(model_stateful)  # start the test series from a clean state, as the original did
+    predicted = predict(model_stateful, x_test, batch_size, verbose)
+    # drop the first "tsteps-1" because it is not possible to predict them
+    # since the "previous" timesteps to use do not exist
+    results["stateful"] = {
+        "residual": (y_test - predicted).flatten()[tsteps - 1 :],
+        **score(y_test[tsteps - 1 :], predicted[tsteps - 1 :]),
+        **history,
+        "seconds": time.perf_counter() - start,
+    }
+
+    if verbose:
+        print("Creating Stateless Model...")
+    start = time.perf_counter()
+    model_stateless = create_model(stateful=False, batch_size=batch_size, lahead=lahead, fast=fast)
+    if verbose:
+        print("Training")
+    history = train_stateless(model_stateless, *data)
+    if verbose:
+        print("Predicting")
+    predicted = predict(model_stateless, x_test, batch_size, verbose)
+    results["stateless"] = {
+        "residual": (y_test - predicted).flatten(),
+        **score(y_test, predicted),
+        **history,
+        "seconds": time.perf_counter() - start,
+    }
+    results["y_test"] = y_test.flatten()
+    return results
+
+
+METRIC_KEYS = ("test_mse", "r2", "converged", "loss", "val_loss", "seconds")
+
+
+def model_metrics(result):
+    """The JSON-ready part of one model's result."""
+    return {key: result[key] for key in METRIC_KEYS}
+
+
+def claim_sentence(tsteps, lahead, stateful_converged, stateless_converged):
+    """One sentence: does this run agree with the example's claim?"""
+    stateless_expected = lahead >= tsteps
+    expected = (
+        "both models converge when lahead >= tsteps"
+        if stateless_expected
+        else "only the stateful model converges when lahead < tsteps"
+    )
+    if stateful_converged and stateless_converged == stateless_expected:
+        return f"This run agrees with the example's claim: {expected}."
+    outcome = {
+        (True, True): "both converged",
+        (True, False): "only the stateful model converged",
+        (False, True): "only the stateless model converged",
+        (False, False): "neither converged",
+    }[(stateful_converged, stateless_converged)]
+    return (
+        f"This run does NOT agree with the example's claim ({expected}): {outcome}. "
+        "More --epochs may help."
+    )
+
+
+def print_summary(metrics):
+    """A short table of both models' scores, and whether they agree with the claim."""
+    params = metrics["params"]
+    print()
+    print(f"{'model':<10} {'test MSE':>10} {'R²':>8}  converged (R² >= {CONVERGED_R2})")
+    for name in ("stateful", "stateless"):
+        m = metrics[name]
+        print(f"{name:<10} {m['test_mse']:>10.2e} {m['r2']:>8.3f}  {'yes' if m['converged'] else 'no'}")
+    print(f"stateless floor (the best a model without state can do): {metrics['stateless_floor_mse']:.2e}")
+    print(
+        claim_sentence(
+            params["tsteps"], params["lahead"], metrics["stateful"]["converged"], metrics["stateless"]["converged"]
+        )
+    )
+
+
+# ------------
+# FIGURES AND FILES
+# ------------
+def plot_input(data_input, expected_output):
+    """The original's first plot: the first ten inputs and expected outputs."""
+    fig, ax = plt.subplots()
+    ax.plot(data_input[0][:10], ".")
+    ax.plot(expected_output[0][:10], "-")
+    ax.legend(["Input", "Expected output"])
+    ax.set_title("Input")
+    return fig
+
+
+def plot_results(results):
+    """The original's three panels: expected output and both residuals."""
+    fig, axes = plt.subplots(3, 1)
+    axes[0].plot(results["y_test"])
+    axes[0].set_title("Expected")
+    axes[1].plot(results["stateful"]["residual"])
+    axes[1].set_title("Stateful: Expected - Predicted")
+    axes[2].plot(results["stateless"]["residual"])
+    axes[2].set_title("Stateless: Expected - Predicted")
+    return fig
+
+
+def display_available():
+    """True when pyplot runs an interactive backend, i.e. plt.show() can open windows."""
+    # matplotlib falls back to Agg by itself where there is no display; showing there only warns.
+    return plt.get_backend().lower() not in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
+
+
+def write_json(path, obj):
+    """Write JSON so that a reader never finds the file half-written."""
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(partial, path)
+
+
+# ------------
+# MAIN PROGRAM
+# ------------
+def run(input_len, tsteps, lahead, batch_size, epochs, seed, output_dir, show=False, fast=False):
+    """The original experiment: data, both models, figures, metrics.json and a summary."""
+    print("*" * 33)
+    if lahead >= tsteps:
+        print("STATELESS LSTM WILL ALSO CONVERGE")
+    else:
+        print("STATELESS LSTM WILL NOT CONVERGE")
+    print("*" * 33)
+
+    print("Generating Data...")
+    data_input, expected_output = build_series(input_len, tsteps, lahead, seed)
+    print("Input shape:", data_input.shape)
+    print("Output shape:", expected_output.shape)
+    print("Input head: ")
+    print(data_input.head())
+    print("Output head: ")
+    print(expected_output.head())
+    print("Input tail: ")
+    print(data_input.tail())
+    print("Output tail: ")
+    print(expected_output.tail())
+
+    print("Plotting input and expected output")
+    figures = {"input.png": plot_input(data_input, expected_output)}
+    # Saved now and shown only at the end: the original's plt.show() here blocked the run.
+    figures["input.png"].savefig(os.path.join(output_dir, "input.png"))
+
+    results = experiment(input_len, tsteps, lahead, batch_size, epochs, seed, fast=fast)
+
+    print("Plotting Results")
+    figures["results.png"] = plot_results(results)
+    for name, fig in figures.items():
+        fig.savefig(os.path.join(output_dir, name))
+
+    metrics = {
+        "params": {
+            "input_len": input_len,
+            "tsteps": tsteps,
+            "lahead": lahead,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "seed": seed,
+        },
+        "stateless_floor_mse": stateless_floor_mse(tsteps, lahead),
+        "stateful": model_metrics(results["stateful"]),
+        "stateless": model_metrics(results["stateless"]),
+    }
+    write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    print_summary(metrics)
+    print(f"Figures and metrics.json written to {output_dir}")
+
+    if show and display_available():
+        plt.show()
+    for fig in figures.values():
+        plt.close(fig)
+    return metrics
+
+
+def positive_int(text):
+    """argparse type: a whole number > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def seed_int(text):
+    """argparse type: a seed numpy's RandomState accepts."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32 - 1, got {text!r}")
+    return value
+
+
+def check_sizes(parser, input_len, tsteps, lahead, batch_size):
+    """Refuse, before any work, a combination that leaves too little data to train or test."""
+    to_train, to_test = split_sizes(input_len, batch_size)
+    if to_train == 0:
+        parser.error(
+            f"--input-len {input_len} with --batch-size {batch_size} leaves no training data "
+            f"(80% of input_len, trimmed to whole batches); raise --input-len or lower --batch-size"
+        )
+    # R² needs at least two scored points, and the stateful score skips the first tsteps - 1.
+    if to_test < tsteps + 1:
+        parser.error(
+            f"--input-len {input_len} with --batch-size {batch_size} leaves {to_test} test points; "
+            f"--tsteps {tsteps} needs at least {tsteps + 1}; raise --input-len or lower --tsteps"
+        )
+
+
+def prepare_output_dir(parser, path):
+    """Make sure the figures can be written before spending minutes on training."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        parser.error(f"--output-dir {path!r} cannot be written: {error.strerror or error}")
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        description="Stateful vs stateless LSTM on a moving average (the Keras example, on Keras 3).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--input-len", type=positive_int, default=input_len, help="length of the generated input")
+    parser.add_argument("--tsteps", type=positive_int, default=tsteps, help="window of the moving average (the target)")
+    parser.add_argument("--lahead", type=positive_int, default=lahead, help="input window the LSTM sees per point")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="batch size (fixed for the stateful model)")
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs for each model")
+    parser.add_argument("--seed", type=seed_int, default=seed, help="seed for the data and the weights")
+    parser.add_argument("--output-dir", default=output_dir, help="folder for the figures and metrics.json")
+    parser.add_argument(
+        "--show", action=argparse.BooleanOptionalAction, default=show, help="open the figures at the end if a display exists"
+    )
+    parser.add_argument(
+        "--fast", action=argparse.BooleanOptionalAction, default=fast, help="run many steps per compiled call"
+    )
+    return parser
+
+
+def main(argv=None):
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    check_sizes(parser, args.input_len, args.tsteps, args.lahead, args.batch_size)
+    prepare_output_dir(parser, args.output_dir)
+    run(
+        args.input_len,
+        args.tsteps,
+        args.lahead,
+        args.batch_size,
+        args.epochs,
+        args.seed,
+        args.output_dir,
+        show=args.show,
+        fast=args.fast,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Tests for lstm_stateful.py: the data, the state, the runs and the refusals.
+
+Everything runs on the CPU with tiny sizes; the whole file takes about a minute.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402  (after the script set TensorFlow's log level)
+
+import lstm_stateful as ls  # noqa: E402
+
+TINY = ["--input-len", "60", "--epochs", "2", "--no-show"]
+METRIC_KEYS = {"test_mse", "r2", "converged", "loss", "val_loss", "seconds"}
+
+
+# ---------------------------------------------------------------- data
+def expected_dataset(input_len, tsteps, lahead, batch_size, seed):
+    """The original's arrays, computed a second way: plain numpy, no pandas, explicit indices."""
+    to_drop = max(tsteps - 1, lahead - 1)
+    noise = np.random.RandomState(seed).uniform(-0.1, 0.1, input_len + to_drop)
+    times = np.arange(to_drop, to_drop + input_len)
+    # x[t, i, 0] is the input i steps before t; y[t] is the mean of the last tsteps inputs.
+    x = np.array([[noise[t - i] for i in range(lahead)] for t in times])[:, :, None]
+    y = np.array([noise[t - tsteps + 1 : t + 1].mean() for t in times])[:, None]
+    n_train = int(0.8 * input_len) // batch_size * batch_size
+    n_test = (input_len - n_train) - input_len % batch_size
+    return (x[:n_train], y[:n_train]), (x[n_train : n_train + n_test], y[n_train : n_train + n_test])
+
+
+@pytest.mark.parametrize(
+    "input_len, tsteps, lahead, batch_size, seed",
+    [
+        (1000, 2, 1, 1, 1986),  # the original's defaults
+        (50, 3, 4, 1, 0),  # lahead > tsteps: the window view drops more rows than the mean
+        (53, 4, 2, 4, 7),  # batch_size > 1: both sets trimmed to whole batches
+        (41, 1, 3, 3, 1986),  # tsteps = 1: the target is the input itself
+        (30, 5, 1, 2, 2**32 - 1),  # the largest seed numpy takes
+    ],
+)
+def test_build_dataset_matches_an_independent_computation(input_len, tsteps, lahead, batch_size, seed):
+    got = ls.build_dataset(input_len, tsteps, lahead, batch_size, seed)
+    want = expected_dataset(input_len, tsteps, lahead, batch_size, seed)
+    for got_array, want_array in zip([*got[0], *got[1]], [*want[0], *want[1]]):
+        assert got_array.shape == want_array.shape
+        assert got_array.dtype == np.float64
+    (x_train, y_train), (x_test, y_test) = got
+    (wx_train, wy_train), (wx_test, wy_test) = want
+    np.testing.assert_array_equal(x_train, wx_train)  # the inputs are copied, never recomputed
+    np.testing.assert_array_equal(x_test, wx_test)
+    # pandas' rolling mean sums in another order than np.mean: equal to the last bits of a float
+    np.testing.assert_allclose(y_train, wy_train, rtol=0, atol=1e-16)
+    np.testing.assert_allclose(y_test, wy_test, rtol=0, atol=1e-16)
+
+
+def test_build_dataset_keeps_the_originals_sizes():
+    (x_train, y_train), (x_test, y_test) = ls.build_dataset(1000, 2, 1, 1, 1986)
+    assert x_train.shape == (800, 1, 1) and y_train.shape == (800, 1)
+    assert x_test.shape == (200, 1, 1) and y_test.shape == (200, 1)
+    # np.random.seed(1986) then uniform(-0.1, 0.1): the original's very first input, after the
+    # one row the tsteps = 2 moving average drops
+    first_two = np.random.RandomState(1986).uniform(-0.1, 0.1, 2)
+    assert x_train[0, 0, 0] == first_two[1]
+    assert y_train[0, 0] == pytest.approx(first_two.mean(), abs=1e-17)
+
+
+def test_split_sizes_agree_with_split_data():
+    for input_len, batch_size in [(1000, 1), (53, 4), (97, 7), (10, 3)]:
+        (x_train, _), (x_test, _) = ls.build_dataset(input_len, 1, 1, batch_size, 0)
+        assert ls.split_sizes(input_len, batch_size) == (len(x_train), len(x_test))
+        assert len(x_train) % batch_size == 0 and len(x_test) % batch_size == 0
+
+
+def test_stateless_floor_is_the_variance_of_the_unseen_inputs():
+    assert ls.stateless_floor_mse(2, 1) == pytest.approx(0.01 / 12)
+    assert ls.stateless_floor_mse(4, 1) == pytest.approx(3 * 0.01 / 3 / 16)
+    assert ls.stateless_floor_mse(2, 2) == 0.0
+    assert ls.stateless_floor_mse(2, 5) == 0.0
+    # and the noise really has that variance: the best stateless guess leaves this error
+    x = np.random.RandomState(0).uniform(-0.1, 0.1, 200_000)
+    y = (x[1:] + x[:-1]) / 2
+    best_guess = x[1:] / 2  # what a model that sees only the current input can do at best
+    assert np.mean((y - best_guess) ** 2) == pytest.approx(ls.stateless_floor_mse(2, 1), rel=0.02)
+
+
+# ---------------------------------------------------------------- state
+def lstm_state(model):
+    return [keras.ops.convert_to_numpy(s.value) for s in model.layers[0].states]
+
+
+def test_stateful_model_carries_state_and_reset_clears_it():
+    keras.utils.set_random_seed(0)
+    model = ls.create_model(stateful=True, batch_size=1, lahead=1)
+    x = np.full((1, 1, 1), 0.1)
+    first = model.predict_on_batch(x)
+    assert np.any(lstm_state(model)[0] != 0)  # the step left its trace in the state
+    second = model.predict_on_batch(x)
+    assert not np.allclose(first, second)  # same input, other answer: the state carried over
+    ls.reset_states(model)
+    assert all(np.all(s == 0) for s in lstm_state(model))
+    np.testing.assert_array_equal(model.predict_on_batch(x), first)  # fresh start, same answer
+
+
+def test_stateless_model_forgets_between_batches():
+    keras.utils.set_random_seed(0)
+    model = ls.create_model(stateful=False, batch_size=1, lahead=1)
+    x = np.full((1, 1, 1), 0.1)
+    np.testing.assert_array_equal(model.predict_on_batch(x), model.predict_on_batch(x))
+
+
+def test_state_slot_i_continues_slot_i_of_the_previous_batch():
+    """With batch_size 2, slot 0's state must depend only on what went through slot 0."""
+    keras.utils.set_random_seed(0)
+    model = ls.create_model(stateful=True, batch_size=2, lahead=1)
+    model.predict_on_batch(np.array([[[0.1]], [[-0.1]]]))
+    after = model.predict_on_batch(np.array([[[0.05]], [[0.05]]]))
+    assert after[0, 0] != after[1, 0]  # same input now, different history per slot
+
+
+def test_fused_steps_carry_state_exactly_as_single_steps():
+    """fast runs many batches per compiled call; the weights and the state must not notice."""
+    (x_train, y_train), (x_test, y_test) = ls.build_dataset(120, 3, 1, 2, 5)
+
+    def train(fast):
+        keras.utils.set_random_seed(3)
+        model = ls.create_model(stateful=True, batch_size=2, lahead=1, fast=fast)
+        model.fit(x_train, y_train, batch_size=2, epochs=1, verbose=0, shuffle=False)
+        return model
+
+    one_at_a_time, fused = train(fast=False), train(fast=True)
+    assert fused.steps_per_execution > 1 and one_at_a_time.steps_per_execution == 1
+    for a, b in zip(one_at_a_time.get_weights(), fused.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(lstm_state(one_at_a_time), lstm_state(fused)):
+        assert np.any(a != 0)
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- runs
+def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert ls.main([*TINY, "--tsteps", "3", "--output-dir", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"input.png", "results.png", "metrics.json"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["params"] == {
+        "input_len": 60, "tsteps": 3, "lahead": 1, "batch_size": 1, "epochs": 2, "seed": 1986,
+    }
+    assert metrics["stateless_floor_mse"] == pytest.approx(2 * 0.01 / 27)
+    _, (_, y_test) = ls.build_dataset(60, 3, 1, 1, 1986)
+    scored = {"stateful": y_test[2:], "stateless": y_test}  # the stateful score skips tsteps - 1
+    for name in ("stateful", "stateless"):
+        m = metrics[name]
+        assert set(m) == METRIC_KEYS
+        assert len(m["loss"]) == len(m["val_loss"]) == 2
+        assert m["test_mse"] > 0 and m["seconds"] > 0
+        assert m["r2"] == pytest.approx(1 - m["test_mse"] / np.var(scored[name]), rel=1e-12)
+        assert m["converged"] == (m["r2"] >= 0.8)
+    printed = capsys.readouterr().out
+    assert "STATELESS LSTM WILL NOT CONVERGE" in printed
+    assert "Epoch 2 / 2" in printed
+    assert f"{metrics['stateful']['test_mse']:.2e}" in printed
+    assert "example's claim" in printed
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    def scores(seed):
+        results = ls.experiment(60, 2, 1, 1, 2, seed, fast=True, verbose=0)
+        return [results[m][k] for m in ("stateful", "stateless") for k in ("test_mse", "loss")]
+
+    first = scores(11)
+    assert scores(11) == first  # bit for bit
+    assert scores(12) != first
+
+
+def test_show_without_a_display_neither_fails_nor_warns(tmp_path, recwarn):
+    assert not ls.display_available()  # the tests run under matplotlib's Agg fallback
+    ls.main(["--input-len", "30", "--epochs", "1", "--show", "--output-dir", str(tmp_path)])
+    assert not [w for w in recwarn if "non-interactive" in str(w.message)]
+
+
+def test_command_line_run(tmp_path):
+    out = tmp_path / "cli"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "lstm_stateful.py"), *TINY, "--lahead", "2", "--output-dir", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert "STATELESS LSTM WILL ALSO CONVERGE" in done.stdout
+    assert "stateless floor" in done.stdout
+    assert "I0000" not in done.stderr and "oneDNN" not in done.stderr  # no TensorFlow log wall
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["params"]["lahead"] == 2 and metrics["stateless_floor_mse"] == 0.0
+    assert {"stateful", "stateless"} <= set(metrics)
+    for name in ("input.png", "results.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "outputs").exists()  # nothing dumped into the working directory
+
+
+# ---------------------------------------------------------------- refusals
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tsteps", "0"], "argument --tsteps: must be a positive integer, got '0'"),
+        (["--lahead", "-2"], "argument --lahead: must be a positive integer, got '-2'"),
+        (["--epochs", "1.5"], "argument --epochs: must be a positive integer, got '1.5'"),
+        (["--input-len", "many"], "argument --input-len: must be a positive integer, got 'many'"),
+        (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+        (["--seed", "-1"], "argument --seed: must be between 0 and 2**32 - 1, got '-1'"),
+        (["--seed", str(2**32)], "argument --seed: must be between 0 and 2**32 - 1"),
+        (["--seed", "x"], "argument --seed: must be an integer, got 'x'"),
+        (["--input-len", "1"], "leaves no training data"),
+        (["--input-len", "10", "--batch-size", "8"], "leaves 0 test points"),
+        (["--input-len", "20", "--tsteps", "5"], "--tsteps 5 needs at least 6"),
+    ],
+)
+def test_bad_input_is_refused_with_status_2(args, message, tmp_path, capsys):
+    out = tmp_path / "never-made"
+    with pytest.raises(SystemExit) as stop:
+        ls.main([*args, "--output-dir", str(out), "--no-show"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_unwritable_output_dir_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    with pytest.raises(SystemExit) as stop:
+        ls.main([*TINY, "--output-dir", str(blocker / "sub")])
+    assert stop.value.code == 2
+    assert "--output-dir" in capsys.readouterr().err
+    assert blocker.read_text() == "keep me"
+
+
+def test_bad_input_on_the_command_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "lstm_stateful.py"), "--tsteps", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "lstm_stateful.py: error: argument --tsteps: must be a positive integer, got '0'"
+    )
+    assert "Traceback" not in done.stderr and done.stdout == ""
