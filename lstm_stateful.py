@@ -41,12 +41,14 @@ Usage:
     python lstm_stateful.py --tsteps 3 --lahead 3 # both models converge
     python lstm_stateful.py --help                # every flag, with its default
 
-Every run writes input.png, results.png and metrics.json into --output-dir.
+Every run writes input.png, results.png, loss.png and metrics.json into --output-dir;
+a --sweep writes sweep.json and sweep.png.
 """
 
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -79,6 +81,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 with stderr_silenced():
     import keras
+# Each cell of a sweep builds new models, whose first calls TensorFlow warns about as "retracing".
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 # ----------------------------------------------------------
 # EDITABLE PARAMETERS
@@ -98,7 +102,10 @@ epochs = 10
 seed = 1986  # fixes the data (as the original's np.random.seed(1986)) and the Keras weights
 output_dir = "outputs"  # where the figures and metrics.json are written
 show = True  # also open the figures in windows at the end, where a display exists
+layout = "interleaved"  # which sample follows which: the original's "interleaved", or "contiguous"
 fast = True  # run many steps per compiled call (same model, same results); False: one step at a time
+sweep_tsteps = [1, 2, 3, 4]  # with --sweep: the tsteps values of the grid
+sweep_lahead = [1, 2, 3, 4]  # with --sweep: the lahead values of the grid
 
 AMP = 0.1  # the input is uniform noise in [-AMP, +AMP], as in the original
 STEPS_PER_EXECUTION = 1000  # with fast: training steps per call into compiled code
@@ -200,10 +207,51 @@ def split_sizes(input_len, batch_size, ratio=0.8):
     return to_train, to_test
 
 
-def build_dataset(input_len, tsteps, lahead, batch_size, seed):
-    """The arrays the original trains and tests on: ((x_train, y_train), (x_test, y_test))."""
+def to_layout(a, batch_size, layout):
+    """Reorder time-ordered rows so that batches follow `layout`.
+
+    interleaved (the original): row j is time step j, so slot i of batch k+1 holds the
+        time step batch_size steps after slot i of batch k.
+    contiguous: the series is cut into batch_size streams of equal length; slot i of
+        every batch walks through stream i, so slot i of batch k+1 holds the very next
+        time step after slot i of batch k.
+    """
+    if layout == "interleaved":
+        return a
+    streams = a.reshape(batch_size, -1, *a.shape[1:])  # streams[i] = stream i, in time order
+    return streams.swapaxes(0, 1).reshape(a.shape)  # row k * batch_size + i = stream i, step k
+
+
+def from_layout(a, batch_size, layout):
+    """Put rows that follow `layout` back in time order (undoes to_layout)."""
+    if layout == "interleaved":
+        return a
+    batches = a.reshape(-1, batch_size, *a.shape[1:])  # batches[k, i] = stream i, step k
+    return batches.swapaxes(0, 1).reshape(a.shape)
+
+
+def without_history(n_test, tsteps, batch_size, layout):
+    """Mask of the test points whose moving average reaches back past the last state reset.
+
+    The test set is predicted from a freshly reset state. The original leaves out its first
+    tsteps - 1 points; with the contiguous layout every stream starts from that reset.
+    """
+    skipped = np.zeros(n_test, dtype=bool)
+    starts = [0] if layout == "interleaved" else range(0, n_test, n_test // batch_size)
+    for start in starts:
+        skipped[start : start + tsteps - 1] = True
+    return skipped
+
+
+def build_dataset(input_len, tsteps, lahead, batch_size, seed, layout="interleaved"):
+    """The arrays the original trains and tests on: ((x_train, y_train), (x_test, y_test)).
+
+    With layout="contiguous" the rows of each set are reordered by to_layout.
+    """
     data_input, expected_output = build_series(input_len, tsteps, lahead, seed)
-    return split_data(data_input, expected_output, batch_size)
+    (x_train, y_train), (x_test, y_test) = split_data(data_input, expected_output, batch_size)
+    x_train, y_train, x_test, y_test = (to_layout(a, batch_size, layout) for a in (x_train, y_train, x_test, y_test))
+    return (x_train, y_train), (x_test, y_test)
 
 
 def stateless_floor_mse(tsteps, lahead, amp=AMP):
@@ -217,7 +265,6 @@ def stateless_floor_mse(tsteps, lahead, amp=AMP):
     return (tsteps - lahead) * amp**2 / (3 * tsteps**2)
 
 
-# ------------
 # MODEL
 # ------------
 def create_model(stateful, batch_size, lahead, fast=False):
@@ -314,60 +361,51 @@ def score(y_expected, y_predicted):
 # ------------
 # EXPERIMENT
 # ------------
-def experiment(input_len, tsteps, lahead, batch_size, epochs, seed, fast=False, verbose=1):
+def experiment(input_len, tsteps, lahead, batch_size, epochs, seed, fast=False, layout="interleaved", verbose=1):
     """Train and test the stateful and the stateless LSTM on the same data.
 
-    Returns the test data, both models' predictions and their metrics.
+    Returns, in time order, the expected test output and for each model its residual
+    (NaN where the point is not scored) and its metrics.
     """
-    (x_train, y_train), (x_test, y_test) = build_dataset(input_len, tsteps, lahead, batch_size, seed)
+    (x_train, y_train), (x_test, y_test) = build_dataset(input_len, tsteps, lahead, batch_size, seed, layout)
     if verbose:
         print("x_train.shape: ", x_train.shape)
         print("y_train.shape: ", y_train.shape)
         print("x_test.shape: ", x_test.shape)
         print("y_test.shape: ", y_test.shape)
+    expected = from_layout(y_test, batch_size, layout).flatten()
 
+    # A fresh graph for each experiment: a sweep runs many in one process.
+    keras.utils.clear_session()
     # Seeds numpy, Python and the backend, so the initial weights repeat from run to run.
     keras.utils.set_random_seed(seed)
     data = (x_train, y_train, x_test, y_test, batch_size, epochs, verbose)
-    results = {}
+    results = {"expected": expected}
 
-    if verbose:
-        print("Creating Stateful Model...")
-    start = time.perf_counter()
-    model_stateful = create_model(stateful=True, batch_size=batch_size, lahead=lahead, fast=fast)
-    if verbose:
-        print("Training")
-    history = train_stateful(model_stateful, *data)
-    if verbose:
-        print("Predicting")
-    reset_states(model_stateful)  # start the test series from a clean state, as the original did
-    predicted = predict(model_stateful, x_test, batch_size, verbose)
-    # drop the first "tsteps-1" because it is not possible to predict them
-    # since the "previous" timesteps to use do not exist
-    results["stateful"] = {
-        "residual": (y_test - predicted).flatten()[tsteps - 1 :],
-        **score(y_test[tsteps - 1 :], predicted[tsteps - 1 :]),
-        **history,
-        "seconds": time.perf_counter() - start,
-    }
-
-    if verbose:
-        print("Creating Stateless Model...")
-    start = time.perf_counter()
-    model_stateless = create_model(stateful=False, batch_size=batch_size, lahead=lahead, fast=fast)
-    if verbose:
-        print("Training")
-    history = train_stateless(model_stateless, *data)
-    if verbose:
-        print("Predicting")
-    predicted = predict(model_stateless, x_test, batch_size, verbose)
-    results["stateless"] = {
-        "residual": (y_test - predicted).flatten(),
-        **score(y_test, predicted),
-        **history,
-        "seconds": time.perf_counter() - start,
-    }
-    results["y_test"] = y_test.flatten()
+    for name in ("stateful", "stateless"):
+        if verbose:
+            print(f"Creating {name.capitalize()} Model...")
+        start = time.perf_counter()
+        model = create_model(stateful=name == "stateful", batch_size=batch_size, lahead=lahead, fast=fast)
+        if verbose:
+            print("Training")
+        train = train_stateful if name == "stateful" else train_stateless
+        history = train(model, *data)
+        if verbose:
+            print("Predicting")
+        reset_states(model)  # start the test series from a clean state, as the original did
+        predicted = from_layout(predict(model, x_test, batch_size, verbose), batch_size, layout).flatten()
+        scored = np.ones(len(expected), dtype=bool)
+        if name == "stateful":
+            # drop the first "tsteps-1" because it is not possible to predict them
+            # since the "previous" timesteps to use do not exist
+            scored = ~without_history(len(expected), tsteps, batch_size, layout)
+        results[name] = {
+            "residual": np.where(scored, expected - predicted, np.nan),
+            **score(expected[scored], predicted[scored]),
+            **history,
+            "seconds": time.perf_counter() - start,
+        }
     return results
 
 
@@ -395,9 +433,17 @@ def claim_sentence(tsteps, lahead, stateful_converged, stateless_converged):
         (False, True): "only the stateless model converged",
         (False, False): "neither converged",
     }[(stateful_converged, stateless_converged)]
+    return f"This run does NOT agree with the example's claim ({expected}): {outcome}."
+
+
+def interleaved_warning(batch_size, layout):
+    """What the state carries when batches interleave the series, or None when it is the step before."""
+    if layout != "interleaved" or batch_size == 1:
+        return None
     return (
-        f"This run does NOT agree with the example's claim ({expected}): {outcome}. "
-        "More --epochs may help."
+        f"Note: with batch_size = {batch_size} and the interleaved layout, slot i of each batch continues "
+        f"slot i of the batch before, {batch_size} time steps later, so the stateful LSTM's state carries "
+        f"the input from {batch_size} steps back, not the one before (--layout contiguous keeps it the one before)."
     )
 
 
@@ -427,18 +473,81 @@ def plot_input(data_input, expected_output):
     ax.plot(expected_output[0][:10], "-")
     ax.legend(["Input", "Expected output"])
     ax.set_title("Input")
+    ax.set_xlabel("time step")
     return fig
 
 
-def plot_results(results):
-    """The original's three panels: expected output and both residuals."""
-    fig, axes = plt.subplots(3, 1)
-    axes[0].plot(results["y_test"])
+def plot_results(results, floor_mse):
+    """The original's three panels: the expected output, then each model's residual.
+
+    The residual panels share one scale, so the model that is stuck shows at a glance,
+    and a dashed band marks the stateless floor's size (its root-mean-square).
+    """
+    fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True, layout="constrained")
+    axes[0].plot(results["expected"])
     axes[0].set_title("Expected")
-    axes[1].plot(results["stateful"]["residual"])
-    axes[1].set_title("Stateful: Expected - Predicted")
-    axes[2].plot(results["stateless"]["residual"])
-    axes[2].set_title("Stateless: Expected - Predicted")
+    axes[0].set_ylabel("moving average")
+    axes[2].sharey(axes[1])
+    for ax, name in zip(axes[1:], ("stateful", "stateless")):
+        result = results[name]
+        ax.plot(result["residual"])
+        ax.set_title(f"{name.capitalize()}: Expected - Predicted (test MSE {result['test_mse']:.2e})")
+        ax.set_ylabel("residual")
+        if floor_mse > 0:
+            rms = np.sqrt(floor_mse)
+            ax.axhline(rms, color="tab:red", linestyle="--", label=f"stateless floor, RMS ±{rms:.3f}")
+            ax.axhline(-rms, color="tab:red", linestyle="--")
+    if floor_mse > 0:
+        axes[1].legend(loc="upper right")  # once, where it hides nothing: this panel is near zero when it works
+    axes[2].set_xlabel("test time step")
+    return fig
+
+
+def plot_loss(results, floor_mse):
+    """Training and validation loss per epoch for both models: the picture of converging."""
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    for name, color in (("stateful", "tab:blue"), ("stateless", "tab:orange")):
+        epochs_run = np.arange(1, len(results[name]["loss"]) + 1)
+        ax.plot(epochs_run, results[name]["loss"], color=color, marker="o", label=f"{name} training loss")
+        ax.plot(epochs_run, results[name]["val_loss"], color=color, linestyle=":", marker="x", label=f"{name} validation loss")
+    if floor_mse > 0:
+        ax.axhline(floor_mse, color="tab:red", linestyle="--", label=f"stateless floor {floor_mse:.2e}")
+    ax.set_yscale("log")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean squared error")
+    ax.set_title("Loss per epoch")
+    ax.legend()
+    return fig
+
+
+def plot_sweep(cells, tsteps_list, lahead_list):
+    """One heat map per model of R² over tsteps x lahead; converged cells are framed."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), layout="constrained")
+    for ax, name in zip(axes, ("stateful", "stateless")):
+        grid = np.full((len(tsteps_list), len(lahead_list)), np.nan)
+        for cell in cells:
+            grid[tsteps_list.index(cell["tsteps"]), lahead_list.index(cell["lahead"])] = cell[name]["r2"]
+        image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, vmax=1)
+        for cell in cells:
+            row, col = tsteps_list.index(cell["tsteps"]), lahead_list.index(cell["lahead"])
+            r2 = cell[name]["r2"]
+            ax.text(col, row, f"{r2:.3f}", ha="center", va="center", color="white" if r2 < 0.6 else "black")
+            if cell[name]["converged"]:
+                ax.add_patch(plt.Rectangle((col - 0.45, row - 0.45), 0.9, 0.9, fill=False, edgecolor="red", linewidth=2))
+        # where lahead = tsteps: on and right of it the window holds the whole moving average
+        diagonal = [(lahead_list.index(t), tsteps_list.index(t)) for t in tsteps_list if t in lahead_list]
+        if diagonal:
+            ax.plot(*zip(*diagonal), color="white", linestyle="--")
+        ax.set_xticks(range(len(lahead_list)), [str(v) for v in lahead_list])
+        ax.set_yticks(range(len(tsteps_list)), [str(v) for v in tsteps_list])
+        ax.set_xlabel("lahead (input window)")
+        ax.set_ylabel("tsteps (moving-average window)")
+        ax.set_title(f"{name.capitalize()} LSTM")
+    fig.suptitle(
+        f"R² on the test set; red frame: converged (R² >= {CONVERGED_R2}); dashed: lahead = tsteps"
+    )
+    fig.colorbar(image, ax=axes, label="R² (colours clipped to 0..1)")
     return fig
 
 
@@ -446,6 +555,16 @@ def display_available():
     """True when pyplot runs an interactive backend, i.e. plt.show() can open windows."""
     # matplotlib falls back to Agg by itself where there is no display; showing there only warns.
     return plt.get_backend().lower() not in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
+
+
+def finish_figures(figures, output_dir, show):
+    """Save every figure, show them if asked and possible, then close them."""
+    for name, fig in figures.items():
+        fig.savefig(os.path.join(output_dir, name))
+    if show and display_available():
+        plt.show()
+    for fig in figures.values():
+        plt.close(fig)
 
 
 def write_json(path, obj):
@@ -460,17 +579,24 @@ def write_json(path, obj):
 # ------------
 # MAIN PROGRAM
 # ------------
-def run(input_len, tsteps, lahead, batch_size, epochs, seed, output_dir, show=False, fast=False):
-    """The original experiment: data, both models, figures, metrics.json and a summary."""
+def run(params, output_dir, show=False, fast=False, layout="interleaved"):
+    """The original experiment: data, both models, figures, metrics.json and a summary.
+
+    `params` holds input_len, tsteps, lahead, batch_size, epochs and seed.
+    """
+    tsteps, lahead = params["tsteps"], params["lahead"]
     print("*" * 33)
     if lahead >= tsteps:
         print("STATELESS LSTM WILL ALSO CONVERGE")
     else:
         print("STATELESS LSTM WILL NOT CONVERGE")
     print("*" * 33)
+    warning = interleaved_warning(params["batch_size"], layout)
+    if warning:
+        print(warning)
 
     print("Generating Data...")
-    data_input, expected_output = build_series(input_len, tsteps, lahead, seed)
+    data_input, expected_output = build_series(params["input_len"], tsteps, lahead, params["seed"])
     print("Input shape:", data_input.shape)
     print("Output shape:", expected_output.shape)
     print("Input head: ")
@@ -484,38 +610,81 @@ def run(input_len, tsteps, lahead, batch_size, epochs, seed, output_dir, show=Fa
 
     print("Plotting input and expected output")
     figures = {"input.png": plot_input(data_input, expected_output)}
-    # Saved now and shown only at the end: the original's plt.show() here blocked the run.
-    figures["input.png"].savefig(os.path.join(output_dir, "input.png"))
+    # Shown only at the end, with the others: the original's plt.show() here blocked the run.
 
-    results = experiment(input_len, tsteps, lahead, batch_size, epochs, seed, fast=fast)
+    results = experiment(**params, fast=fast, layout=layout)
 
     print("Plotting Results")
-    figures["results.png"] = plot_results(results)
-    for name, fig in figures.items():
-        fig.savefig(os.path.join(output_dir, name))
+    floor_mse = stateless_floor_mse(tsteps, lahead)
+    figures["results.png"] = plot_results(results, floor_mse)
+    figures["loss.png"] = plot_loss(results, floor_mse)
 
     metrics = {
-        "params": {
-            "input_len": input_len,
-            "tsteps": tsteps,
-            "lahead": lahead,
-            "batch_size": batch_size,
-            "epochs": epochs,
-            "seed": seed,
-        },
-        "stateless_floor_mse": stateless_floor_mse(tsteps, lahead),
+        "params": params,
+        "layout": layout,
+        "fast": fast,
+        "stateless_floor_mse": floor_mse,
         "stateful": model_metrics(results["stateful"]),
         "stateless": model_metrics(results["stateless"]),
     }
     write_json(os.path.join(output_dir, "metrics.json"), metrics)
     print_summary(metrics)
     print(f"Figures and metrics.json written to {output_dir}")
-
-    if show and display_available():
-        plt.show()
-    for fig in figures.values():
-        plt.close(fig)
+    finish_figures(figures, output_dir, show)
     return metrics
+
+
+def run_sweep(params, tsteps_list, lahead_list, output_dir, show=False, fast=False, layout="interleaved"):
+    """The experiment over a grid of tsteps x lahead: sweep.json (cell by cell) and sweep.png.
+
+    Ctrl-C stops it; the cells already done stay in sweep.json and in the figure.
+    """
+    pairs = [(t, la) for t in tsteps_list for la in lahead_list]
+    print(f"Sweeping {len(pairs)} cells: tsteps in {tsteps_list} x lahead in {lahead_list}")
+    warning = interleaved_warning(params["batch_size"], layout)
+    if warning:
+        print(warning)
+    path = os.path.join(output_dir, "sweep.json")
+    header = {"params": {k: params[k] for k in ("input_len", "batch_size", "epochs", "seed")}, "layout": layout, "fast": fast}
+    cells = []
+    start = time.perf_counter()
+    try:
+        for done, (t, la) in enumerate(pairs, start=1):
+            results = experiment(**{**params, "tsteps": t, "lahead": la}, fast=fast, layout=layout, verbose=0)
+            cells.append(
+                {
+                    "tsteps": t,
+                    "lahead": la,
+                    "stateless_floor_mse": stateless_floor_mse(t, la),
+                    "stateful": model_metrics(results["stateful"]),
+                    "stateless": model_metrics(results["stateless"]),
+                }
+            )
+            write_json(path, {**header, "cells": cells})
+            elapsed = time.perf_counter() - start
+            left = elapsed / done * (len(pairs) - done)
+            print(
+                f"[{done}/{len(pairs)}] tsteps={t} lahead={la}: "
+                f"stateful R² {cells[-1]['stateful']['r2']:.3f}, stateless R² {cells[-1]['stateless']['r2']:.3f}"
+                f" | {elapsed:.0f} s elapsed, about {left:.0f} s left",
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        print(f"\nInterrupted: {len(cells)} of {len(pairs)} cells kept in {path}")
+    if not cells:
+        return cells
+
+    print()
+    print(f"{'tsteps':>6} {'lahead':>6} {'stateful R²':>12} {'stateless R²':>13} {'floor':>9}  claim")
+    for cell in cells:
+        agrees = cell["stateful"]["converged"] and cell["stateless"]["converged"] == (cell["lahead"] >= cell["tsteps"])
+        print(
+            f"{cell['tsteps']:>6} {cell['lahead']:>6} {cell['stateful']['r2']:>12.3f} "
+            f"{cell['stateless']['r2']:>13.3f} {cell['stateless_floor_mse']:>9.2e}  {'agrees' if agrees else 'DIFFERS'}"
+        )
+    finish_figures({"sweep.png": plot_sweep(cells, tsteps_list, lahead_list)}, output_dir, show)
+    print(f"sweep.json and sweep.png written to {output_dir}")
+    return cells
 
 
 def positive_int(text):
@@ -540,7 +709,7 @@ def seed_int(text):
     return value
 
 
-def check_sizes(parser, input_len, tsteps, lahead, batch_size):
+def check_sizes(parser, input_len, tsteps, batch_size, layout):
     """Refuse, before any work, a combination that leaves too little data to train or test."""
     to_train, to_test = split_sizes(input_len, batch_size)
     if to_train == 0:
@@ -553,6 +722,13 @@ def check_sizes(parser, input_len, tsteps, lahead, batch_size):
         parser.error(
             f"--input-len {input_len} with --batch-size {batch_size} leaves {to_test} test points; "
             f"--tsteps {tsteps} needs at least {tsteps + 1}; raise --input-len or lower --tsteps"
+        )
+    # Each contiguous stream starts from a reset state and skips its own first tsteps - 1.
+    if layout == "contiguous" and to_test // batch_size < tsteps:
+        parser.error(
+            f"--layout contiguous cuts the {to_test} test points into {batch_size} streams of "
+            f"{to_test // batch_size}; --tsteps {tsteps} needs streams of at least {tsteps}; "
+            f"raise --input-len or lower --batch-size"
         )
 
 
@@ -573,38 +749,44 @@ def make_parser():
         description="Stateful vs stateless LSTM on a moving average (the Keras example, on Keras 3).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--input-len", type=positive_int, default=input_len, help="length of the generated input")
-    parser.add_argument("--tsteps", type=positive_int, default=tsteps, help="window of the moving average (the target)")
-    parser.add_argument("--lahead", type=positive_int, default=lahead, help="input window the LSTM sees per point")
-    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="batch size (fixed for the stateful model)")
-    parser.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs for each model")
-    parser.add_argument("--seed", type=seed_int, default=seed, help="seed for the data and the weights")
-    parser.add_argument("--output-dir", default=output_dir, help="folder for the figures and metrics.json")
-    parser.add_argument(
-        "--show", action=argparse.BooleanOptionalAction, default=show, help="open the figures at the end if a display exists"
-    )
-    parser.add_argument(
-        "--fast", action=argparse.BooleanOptionalAction, default=fast, help="run many steps per compiled call"
-    )
+    add = parser.add_argument
+    add("--input-len", type=positive_int, default=input_len, help="length of the generated input")
+    add("--tsteps", type=positive_int, default=tsteps, help="window of the moving average (the target)")
+    add("--lahead", type=positive_int, default=lahead, help="input window the LSTM sees per point")
+    add("--batch-size", type=positive_int, default=batch_size, help="batch size (fixed for the stateful model)")
+    add("--epochs", type=positive_int, default=epochs, help="training epochs for each model")
+    add("--seed", type=seed_int, default=seed, help="seed for the data and the weights")
+    add("--layout", choices=("interleaved", "contiguous"), default=layout, help="which sample follows which in a batch")
+    add("--output-dir", default=output_dir, help="folder for the figures and the JSON")
+    add("--show", action=argparse.BooleanOptionalAction, default=show, help="open the figures at the end if a display exists")
+    add("--fast", action=argparse.BooleanOptionalAction, default=fast, help="run many steps per compiled call")
+    add("--sweep", action="store_true", help="run the experiment over a grid of tsteps x lahead instead")
+    add("--sweep-tsteps", type=positive_int, nargs="+", default=sweep_tsteps, metavar="T", help="tsteps values of the sweep")
+    add("--sweep-lahead", type=positive_int, nargs="+", default=sweep_lahead, metavar="L", help="lahead values of the sweep")
     return parser
 
 
 def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
-    check_sizes(parser, args.input_len, args.tsteps, args.lahead, args.batch_size)
+    params = {
+        "input_len": args.input_len,
+        "tsteps": args.tsteps,
+        "lahead": args.lahead,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "seed": args.seed,
+    }
+    options = {"show": args.show, "fast": args.fast, "layout": args.layout}
+    if args.sweep:
+        tsteps_list, lahead_list = sorted(set(args.sweep_tsteps)), sorted(set(args.sweep_lahead))
+        check_sizes(parser, args.input_len, max(tsteps_list), args.batch_size, args.layout)
+        prepare_output_dir(parser, args.output_dir)
+        run_sweep(params, tsteps_list, lahead_list, args.output_dir, **options)
+        return 0
+    check_sizes(parser, args.input_len, args.tsteps, args.batch_size, args.layout)
     prepare_output_dir(parser, args.output_dir)
-    run(
-        args.input_len,
-        args.tsteps,
-        args.lahead,
-        args.batch_size,
-        args.epochs,
-        args.seed,
-        args.output_dir,
-        show=args.show,
-        fast=args.fast,
-    )
+    run(params, args.output_dir, **options)
     return 0
 
 

@@ -15,9 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import keras  # noqa: E402  (after the script set TensorFlow's log level)
+import lstm_stateful as ls  # noqa: E402  (first: it sets TensorFlow's log level before the import)
 
-import lstm_stateful as ls  # noqa: E402
+import keras  # noqa: E402
 
 TINY = ["--input-len", "60", "--epochs", "2", "--no-show"]
 METRIC_KEYS = {"test_mse", "r2", "converged", "loss", "val_loss", "seconds"}
@@ -94,7 +94,7 @@ def test_stateless_floor_is_the_variance_of_the_unseen_inputs():
 
 # ---------------------------------------------------------------- state
 def lstm_state(model):
-    return [keras.ops.convert_to_numpy(s.value) for s in model.layers[0].states]
+    return [s.numpy() for s in model.layers[0].states]
 
 
 def test_stateful_model_carries_state_and_reset_clears_it():
@@ -149,7 +149,7 @@ def test_fused_steps_carry_state_exactly_as_single_steps():
 def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys):
     out = tmp_path / "out"
     assert ls.main([*TINY, "--tsteps", "3", "--output-dir", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"input.png", "results.png", "metrics.json"}
+    assert {p.name for p in out.iterdir()} == {"input.png", "results.png", "loss.png", "metrics.json"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["params"] == {
         "input_len": 60, "tsteps": 3, "lahead": 1, "batch_size": 1, "epochs": 2, "seed": 1986,
@@ -256,3 +256,148 @@ def test_bad_input_on_the_command_line(tmp_path):
         "lstm_stateful.py: error: argument --tsteps: must be a positive integer, got '0'"
     )
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+# ---------------------------------------------------------------- layouts
+def test_contiguous_layout_matches_an_independent_computation():
+    input_len, tsteps, lahead, batch_size, seed = 83, 3, 2, 4, 21
+    (x_train, y_train), (x_test, y_test) = ls.build_dataset(input_len, tsteps, lahead, batch_size, seed, "contiguous")
+    (wx_train, wy_train), (wx_test, wy_test) = expected_dataset(input_len, tsteps, lahead, batch_size, seed)
+    for got, want in [(x_train, wx_train), (y_train, wy_train), (x_test, wx_test), (y_test, wy_test)]:
+        streams = len(want) // batch_size
+        # row k * batch_size + i holds time step i * streams + k of the set
+        order = [i * streams + k for k in range(streams) for i in range(batch_size)]
+        np.testing.assert_allclose(got, want[order], rtol=0, atol=1e-16)
+
+
+def test_contiguous_slot_continues_one_time_step_later():
+    batch_size, lahead = 3, 2
+    (x_train, _), (x_test, _) = ls.build_dataset(64, 2, lahead, batch_size, 4, "contiguous")
+    noise = list(np.random.RandomState(4).uniform(-0.1, 0.1, 64 + 1))
+    for x in (x_train, x_test):
+        batches = x[:, 0, 0].reshape(-1, batch_size)  # the newest input of each sample
+        times = np.vectorize(noise.index)(batches)  # the noise is unique, so its value names its time
+        np.testing.assert_array_equal(times[1:], times[:-1] + 1)  # slot i of batch k+1: one step later
+    # ...while the original layout moves each slot batch_size steps on
+    (x_train, _), _ = ls.build_dataset(64, 2, lahead, batch_size, 4, "interleaved")
+    times = np.vectorize(noise.index)(x_train[:, 0, 0].reshape(-1, batch_size))
+    np.testing.assert_array_equal(times[1:], times[:-1] + batch_size)
+
+
+def test_layout_round_trip_restores_time_order():
+    a = np.arange(24.0).reshape(24, 1)
+    for batch_size in (1, 2, 3, 4, 6):
+        for layout in ("interleaved", "contiguous"):
+            np.testing.assert_array_equal(ls.from_layout(ls.to_layout(a, batch_size, layout), batch_size, layout), a)
+    np.testing.assert_array_equal(ls.to_layout(a, 3, "contiguous")[:4, 0], [0, 8, 16, 1])
+
+
+def test_points_without_history_are_left_out_per_stream():
+    assert list(np.flatnonzero(ls.without_history(12, 3, 3, "contiguous"))) == [0, 1, 4, 5, 8, 9]
+    assert list(np.flatnonzero(ls.without_history(12, 3, 3, "interleaved"))) == [0, 1]
+    assert not ls.without_history(12, 1, 3, "contiguous").any()
+
+
+def test_contiguous_run_scores_in_time_order():
+    params = dict(input_len=60, tsteps=2, lahead=1, batch_size=3, epochs=1, seed=8)
+    results = ls.experiment(**params, fast=True, layout="contiguous", verbose=0)
+    _, (_, y_test) = ls.build_dataset(60, 2, 1, 3, 8)  # interleaved rows are the time order
+    np.testing.assert_array_equal(results["expected"], y_test.flatten())
+    residual = results["stateful"]["residual"]
+    np.testing.assert_array_equal(np.isnan(residual), ls.without_history(12, 2, 3, "contiguous"))
+    assert results["stateful"]["test_mse"] == pytest.approx(np.nanmean(residual**2), rel=1e-12)
+    assert not np.isnan(results["stateless"]["residual"]).any()
+
+
+def test_interleaved_batches_print_what_the_state_carries(tmp_path, capsys):
+    ls.main(["--input-len", "40", "--epochs", "1", "--batch-size", "2", "--no-show", "--output-dir", str(tmp_path)])
+    assert "state carries the input from 2 steps back" in capsys.readouterr().out
+    assert ls.interleaved_warning(1, "interleaved") is None
+    assert ls.interleaved_warning(4, "contiguous") is None
+
+
+def test_contiguous_needs_streams_as_long_as_tsteps(capsys):
+    with pytest.raises(SystemExit) as stop:
+        ls.main(["--input-len", "20", "--batch-size", "4", "--tsteps", "3", "--layout", "contiguous"])
+    assert stop.value.code == 2
+    assert "--layout contiguous cuts the 4 test points into 4 streams of 1" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- figures and sweep
+def test_figures_are_readable_images(tmp_path):
+    import matplotlib.image
+
+    ls.main([*TINY, "--output-dir", str(tmp_path)])
+    for name, (min_height, min_width) in {
+        "input.png": (400, 600),
+        "results.png": (700, 700),
+        "loss.png": (450, 700),
+    }.items():
+        pixels = matplotlib.image.imread(tmp_path / name)
+        assert pixels.shape[0] >= min_height and pixels.shape[1] >= min_width, name
+        assert pixels[..., :3].std() > 0.05, name  # not a blank canvas
+
+
+def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
+    argv = ["--sweep", "--sweep-tsteps", "2", "1", "--sweep-lahead", "1", "3", "--input-len", "40", "--epochs", "1"]
+    assert ls.main([*argv, "--no-show", "--output-dir", str(tmp_path)]) == 0
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    pairs = [(c["tsteps"], c["lahead"]) for c in sweep["cells"]]
+    assert pairs == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    for cell in sweep["cells"]:
+        assert set(cell["stateful"]) == set(cell["stateless"]) == METRIC_KEYS
+        assert cell["stateless_floor_mse"] == ls.stateless_floor_mse(cell["tsteps"], cell["lahead"])
+    assert sweep["params"] == {"input_len": 40, "batch_size": 1, "epochs": 1, "seed": 1986}
+    assert matplotlib_image_shape(tmp_path / "sweep.png")[1] >= 800
+    printed = capsys.readouterr().out
+    assert "[4/4] tsteps=2 lahead=3" in printed and "s left" in printed
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def matplotlib_image_shape(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path).shape
+
+
+def test_interrupted_sweep_keeps_the_cells_done(tmp_path, monkeypatch, capsys):
+    real_experiment = ls.experiment
+    calls = []
+
+    def experiment_then_ctrl_c(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_experiment(**kwargs)
+
+    monkeypatch.setattr(ls, "experiment", experiment_then_ctrl_c)
+    argv = ["--sweep", "--sweep-tsteps", "1", "2", "--sweep-lahead", "1", "--input-len", "40", "--epochs", "1"]
+    ls.main([*argv, "--no-show", "--output-dir", str(tmp_path)])
+    sweep = json.loads((tmp_path / "sweep.json").read_text())  # valid JSON, not half-written
+    assert [(c["tsteps"], c["lahead"]) for c in sweep["cells"]] == [(1, 1)]
+    assert "Interrupted: 1 of 2 cells kept" in capsys.readouterr().out
+    assert (tmp_path / "sweep.png").exists()
+
+
+def test_write_json_never_leaves_a_half_written_file(tmp_path):
+    path = str(tmp_path / "m.json")
+    ls.write_json(path, {"cells": [1]})
+    with pytest.raises(TypeError):
+        ls.write_json(path, {"cells": [1, object()]})  # fails halfway through dumping
+    assert json.loads(Path(path).read_text()) == {"cells": [1]}
+
+
+def test_results_figure_puts_both_residuals_on_one_scale_with_the_floor():
+    rng = np.random.RandomState(0)
+    results = {"expected": rng.uniform(-0.1, 0.1, 50)}
+    for name, size in (("stateful", 0.001), ("stateless", 0.05)):
+        results[name] = {"residual": rng.uniform(-size, size, 50), "test_mse": size**2, "loss": [1e-3, 1e-4], "val_loss": [1e-3, 2e-4]}
+    fig = ls.plot_results(results, floor_mse=8e-4)
+    _, stateful_ax, stateless_ax = fig.axes
+    assert stateful_ax.get_ylim() == stateless_ax.get_ylim()  # the small residual looks small
+    assert "1.00e-06" in stateful_ax.get_title() and "2.50e-03" in stateless_ax.get_title()
+    dashed = [line.get_ydata()[0] for line in stateless_ax.get_lines() if line.get_linestyle() == "--"]
+    assert sorted(dashed) == pytest.approx([-np.sqrt(8e-4), np.sqrt(8e-4)])
+    loss = ls.plot_loss(results, floor_mse=8e-4).axes[0]
+    assert loss.get_yscale() == "log"
+    assert [line.get_ydata()[0] for line in loss.get_lines() if line.get_linestyle() == "--"] == [8e-4]
