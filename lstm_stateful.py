@@ -265,6 +265,7 @@ def stateless_floor_mse(tsteps, lahead, amp=AMP):
     return (tsteps - lahead) * amp**2 / (3 * tsteps**2)
 
 
+# ------------
 # MODEL
 # ------------
 def create_model(stateful, batch_size, lahead, fast=False):
@@ -313,6 +314,7 @@ def train_stateful(model, x_train, y_train, x_test, y_test, batch_size, epochs, 
         # lower resolution than the original series contained in data_input.
         # Each of these series are offset by one step and can be
         # extracted with data_input[i::batch_size].
+        # (With layout="contiguous", slot i instead walks one step at a time through stream i.)
         fitted = model.fit(
             x_train,
             y_train,
