@@ -39,6 +39,8 @@ When `lahead >= tsteps`, both the stateful and stateless LSTM converge.
 Usage:
     python lstm_stateful.py                       # the original experiment
     python lstm_stateful.py --tsteps 3 --lahead 3 # both models converge
+    python lstm_stateful.py --batch-size 4 --layout contiguous  # batches that keep state useful
+    python lstm_stateful.py --sweep               # the claim over tsteps 1..4 x lahead 1..4
     python lstm_stateful.py --help                # every flag, with its default
 
 Every run writes input.png, results.png, loss.png and metrics.json into --output-dir;
