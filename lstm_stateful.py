@@ -421,15 +421,19 @@ def model_metrics(result):
     return {key: result[key] for key in METRIC_KEYS}
 
 
+def agrees_with_claim(tsteps, lahead, stateful_converged, stateless_converged):
+    """The example's claim: the stateful model converges; the stateless one iff lahead >= tsteps."""
+    return stateful_converged and stateless_converged == (lahead >= tsteps)
+
+
 def claim_sentence(tsteps, lahead, stateful_converged, stateless_converged):
     """One sentence: does this run agree with the example's claim?"""
-    stateless_expected = lahead >= tsteps
     expected = (
         "both models converge when lahead >= tsteps"
-        if stateless_expected
+        if lahead >= tsteps
         else "only the stateful model converges when lahead < tsteps"
     )
-    if stateful_converged and stateless_converged == stateless_expected:
+    if agrees_with_claim(tsteps, lahead, stateful_converged, stateless_converged):
         return f"This run agrees with the example's claim: {expected}."
     outcome = {
         (True, True): "both converged",
@@ -642,6 +646,7 @@ def run_sweep(params, tsteps_list, lahead_list, output_dir, show=False, fast=Fal
     """The experiment over a grid of tsteps x lahead: sweep.json (cell by cell) and sweep.png.
 
     Ctrl-C stops it; the cells already done stay in sweep.json and in the figure.
+    Returns the cells done.
     """
     pairs = [(t, la) for t in tsteps_list for la in lahead_list]
     print(f"Sweeping {len(pairs)} cells: tsteps in {tsteps_list} x lahead in {lahead_list}")
@@ -681,7 +686,7 @@ def run_sweep(params, tsteps_list, lahead_list, output_dir, show=False, fast=Fal
     print()
     print(f"{'tsteps':>6} {'lahead':>6} {'stateful R²':>12} {'stateless R²':>13} {'floor':>9}  claim")
     for cell in cells:
-        agrees = cell["stateful"]["converged"] and cell["stateless"]["converged"] == (cell["lahead"] >= cell["tsteps"])
+        agrees = agrees_with_claim(cell["tsteps"], cell["lahead"], cell["stateful"]["converged"], cell["stateless"]["converged"])
         print(
             f"{cell['tsteps']:>6} {cell['lahead']:>6} {cell['stateful']['r2']:>12.3f} "
             f"{cell['stateless']['r2']:>13.3f} {cell['stateless_floor_mse']:>9.2e}  {'agrees' if agrees else 'DIFFERS'}"
@@ -786,8 +791,8 @@ def main(argv=None):
         tsteps_list, lahead_list = sorted(set(args.sweep_tsteps)), sorted(set(args.sweep_lahead))
         check_sizes(parser, args.input_len, max(tsteps_list), args.batch_size, args.layout)
         prepare_output_dir(parser, args.output_dir)
-        run_sweep(params, tsteps_list, lahead_list, args.output_dir, **options)
-        return 0
+        cells = run_sweep(params, tsteps_list, lahead_list, args.output_dir, **options)
+        return 0 if len(cells) == len(tsteps_list) * len(lahead_list) else 130  # 130: stopped by Ctrl-C
     check_sizes(parser, args.input_len, args.tsteps, args.batch_size, args.layout)
     prepare_output_dir(parser, args.output_dir)
     run(params, args.output_dir, **options)

@@ -375,7 +375,7 @@ def test_interrupted_sweep_keeps_the_cells_done(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ls, "experiment", experiment_then_ctrl_c)
     argv = ["--sweep", "--sweep-tsteps", "1", "2", "--sweep-lahead", "1", "--input-len", "40", "--epochs", "1"]
-    ls.main([*argv, "--no-show", "--output-dir", str(tmp_path)])
+    assert ls.main([*argv, "--no-show", "--output-dir", str(tmp_path)]) == 130  # as a shell reports Ctrl-C
     sweep = json.loads((tmp_path / "sweep.json").read_text())  # valid JSON, not half-written
     assert [(c["tsteps"], c["lahead"]) for c in sweep["cells"]] == [(1, 1)]
     assert "Interrupted: 1 of 2 cells kept" in capsys.readouterr().out
@@ -404,3 +404,36 @@ def test_results_figure_puts_both_residuals_on_one_scale_with_the_floor():
     loss = ls.plot_loss(results, floor_mse=8e-4).axes[0]
     assert loss.get_yscale() == "log"
     assert [line.get_ydata()[0] for line in loss.get_lines() if line.get_linestyle() == "--"] == [8e-4]
+
+
+def test_claim_check():
+    assert ls.agrees_with_claim(2, 1, stateful_converged=True, stateless_converged=False)
+    assert not ls.agrees_with_claim(2, 1, stateful_converged=True, stateless_converged=True)
+    assert ls.agrees_with_claim(2, 2, stateful_converged=True, stateless_converged=True)
+    assert not ls.agrees_with_claim(3, 4, stateful_converged=False, stateless_converged=True)
+    assert "does NOT agree" in ls.claim_sentence(2, 1, False, False)
+    assert "neither converged" in ls.claim_sentence(2, 1, False, False)
+
+
+def test_ctrl_c_on_the_command_line_keeps_the_sweep(tmp_path):
+    import signal
+
+    command = [sys.executable, str(ROOT / "lstm_stateful.py"), "--sweep", "--sweep-tsteps", "1", "2"]
+    command += ["--sweep-lahead", "1", "2", "--input-len", "40", "--epochs", "1", "--no-show"]
+    process = subprocess.Popen(
+        [*command, "--output-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a runner started in the background may ignore SIGINT, and its children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    for line in process.stdout:
+        if line.startswith("[1/4]"):  # one cell done and saved: now press Ctrl-C
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Interrupted:" in out and "Traceback" not in err
+    cells = json.loads((tmp_path / "sweep.json").read_text())["cells"]
+    assert 1 <= len(cells) < 4
