@@ -770,8 +770,10 @@ def make_parser():
     add("--show", action=argparse.BooleanOptionalAction, default=show, help="open the figures at the end if a display exists")
     add("--fast", action=argparse.BooleanOptionalAction, default=fast, help="run many steps per compiled call")
     add("--sweep", action="store_true", help="run the experiment over a grid of tsteps x lahead instead")
-    add("--sweep-tsteps", type=positive_int, nargs="+", default=sweep_tsteps, metavar="T", help="tsteps values of the sweep")
-    add("--sweep-lahead", type=positive_int, nargs="+", default=sweep_lahead, metavar="L", help="lahead values of the sweep")
+    # SUPPRESS: absent unless given, so that main can refuse them without --sweep
+    sweep_grid = dict(type=positive_int, nargs="+", default=argparse.SUPPRESS)
+    add("--sweep-tsteps", **sweep_grid, metavar="T", help=f"tsteps values of the sweep (default: {sweep_tsteps})")
+    add("--sweep-lahead", **sweep_grid, metavar="L", help=f"lahead values of the sweep (default: {sweep_lahead})")
     return parser
 
 
@@ -787,8 +789,11 @@ def main(argv=None):
         "seed": args.seed,
     }
     options = {"show": args.show, "fast": args.fast, "layout": args.layout}
+    if not args.sweep and ("sweep_tsteps" in vars(args) or "sweep_lahead" in vars(args)):
+        parser.error("--sweep-tsteps and --sweep-lahead only make sense with --sweep")
     if args.sweep:
-        tsteps_list, lahead_list = sorted(set(args.sweep_tsteps)), sorted(set(args.sweep_lahead))
+        tsteps_list = sorted(set(getattr(args, "sweep_tsteps", sweep_tsteps)))
+        lahead_list = sorted(set(getattr(args, "sweep_lahead", sweep_lahead)))
         check_sizes(parser, args.input_len, max(tsteps_list), args.batch_size, args.layout)
         prepare_output_dir(parser, args.output_dir)
         cells = run_sweep(params, tsteps_list, lahead_list, args.output_dir, **options)

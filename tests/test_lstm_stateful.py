@@ -225,6 +225,8 @@ def test_command_line_run(tmp_path):
         (["--input-len", "1"], "leaves no training data"),
         (["--input-len", "10", "--batch-size", "8"], "leaves 0 test points"),
         (["--input-len", "20", "--tsteps", "5"], "--tsteps 5 needs at least 6"),
+        (["--sweep-lahead", "1", "2"], "--sweep-tsteps and --sweep-lahead only make sense with --sweep"),
+        (["--sweep", "--sweep-tsteps", "0"], "argument --sweep-tsteps: must be a positive integer"),
     ],
 )
 def test_bad_input_is_refused_with_status_2(args, message, tmp_path, capsys):
