@@ -61,6 +61,12 @@ import pandas as pd
 from matplotlib.backends import BackendFilter, backend_registry
 
 
+# ---------------------------------------------------------------------------
+# START-UP MACHINERY (not the lesson): load Keras quietly, on one backend only
+# ---------------------------------------------------------------------------
+BACKENDS = ("tensorflow", "jax", "torch")  # the Keras 3 backends that can train
+
+
 @contextlib.contextmanager
 def stderr_silenced():
     """Send the process's own stderr (file descriptor 2) to /dev/null for a while."""
@@ -75,14 +81,43 @@ def stderr_silenced():
         os.close(devnull)
 
 
+def chosen_backend():
+    """The backend Keras will load, by Keras's own rules: KERAS_BACKEND, else keras.json, else TensorFlow."""
+    home = os.path.expanduser("~")
+    keras_dir = os.environ.get("KERAS_HOME") or os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    try:
+        with open(os.path.join(keras_dir, "keras.json")) as f:
+            name = json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        name = "tensorflow"
+    return os.environ.get("KERAS_BACKEND") or name
+
+
+if __name__ == "__main__":
+    # Keras imports JAX whenever it is installed, and keras.utils.set_random_seed imports TensorFlow
+    # to seed it: seconds and log lines for frameworks this run never uses. A None entry makes Python
+    # treat a module as not installed. Only on the command line: an importer keeps its own imports.
+    for other in set(BACKENDS) - {chosen_backend()}:
+        sys.modules.setdefault(other, None)
+
 # Without these a CPU-only machine prints a screenful of TensorFlow C++ log lines: the level
 # must be set before TensorFlow loads, and a few INFO lines are written while it loads, before
 # any level applies. A Python error raised by the import still shows as usual.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's kernels pay a set-up cost per op that outweighs ops as tiny as this model's.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-with stderr_silenced():
-    import keras
+try:
+    with stderr_silenced():
+        import keras
+except (ImportError, ValueError) as error:  # Keras or its backend not installed, or no such backend
+    if __name__ != "__main__":
+        raise
+    print(
+        f"lstm_stateful.py: error: Keras cannot load the {chosen_backend()!r} backend ({error}); "
+        f"install it (see the README) or set KERAS_BACKEND to one of {', '.join(BACKENDS)}",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 # Each cell of a sweep builds new models, whose first calls TensorFlow warns about as "retracing".
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
@@ -110,7 +145,6 @@ sweep_tsteps = [1, 2, 3, 4]  # with --sweep: the tsteps values of the grid
 sweep_lahead = [1, 2, 3, 4]  # with --sweep: the lahead values of the grid
 
 AMP = 0.1  # the input is uniform noise in [-AMP, +AMP], as in the original
-STEPS_PER_EXECUTION = 1000  # with fast: training steps per call into compiled code
 CONVERGED_R2 = 0.8  # a model "converges" when it explains this much of the target's variance
 
 
@@ -267,32 +301,79 @@ def stateless_floor_mse(tsteps, lahead, amp=AMP):
     return (tsteps - lahead) * amp**2 / (3 * tsteps**2)
 
 
+# ---------------------------------------------------------------------------
+# BACKEND WORKAROUND (not the lesson): a stateful LSTM that every backend really carries
+# ---------------------------------------------------------------------------
+class LSTM(keras.layers.LSTM):
+    """keras.layers.LSTM, with its state kept where JAX and PyTorch carry it too.
+
+    Works around Keras 3 (seen on 3.7.0 to 3.15.1), which creates a stateful RNN's state
+    variables untracked: they are not among the model's variables, so the JAX trainer, which is
+    functional and writes back only the variables it knows, never updates them (fit silently
+    trains a stateless model); and on PyTorch the state is overwritten in place while autograd
+    still needs it (RuntimeError in the first step). A stateless LSTM is left as it is.
+    """
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        super().build(sequences_shape, initial_state_shape)
+        if self.stateful:  # the same zeros, now as tracked, non-trainable weights of the layer
+            self.states = [
+                self.add_weight(shape=state.shape, initializer="zeros", trainable=False, name="rnn_state")
+                for state in self.states
+            ]
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        if self.stateful and initial_state is None:  # start from a copy, which autograd may keep
+            initial_state = [keras.ops.copy(state) for state in self.states]
+        return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+
+
+# ---------------------------------------------------------------------------
+# SPEED SETTINGS (not the lesson): how each backend runs the same model fastest
+# ---------------------------------------------------------------------------
+STEPS_PER_EXECUTION = 1000  # with fast: at most this many training steps per call into compiled code
+
+
+def speed_settings(fast, steps_per_epoch=None):
+    """Keyword arguments for LSTM(...) and model.compile(...); the model and its maths stay the same.
+
+    With `fast`, Keras runs many training steps per call into compiled code instead of returning
+    to Python after every batch of one sample, and the LSTM is unrolled. Steps still run one
+    after another, so the state passes from each batch to the next.
+    """
+    backend = keras.backend.backend()
+    steps = STEPS_PER_EXECUTION if fast and backend != "torch" else 1  # Keras allows 1 on PyTorch
+    if steps_per_epoch:
+        steps = min(steps, steps_per_epoch)  # the progress bar counts whole calls: never past its total
+    layer = {"unroll": fast}  # with windows of a few steps, straight-line code beats a symbolic loop
+    compiled = {
+        "steps_per_execution": steps,
+        # TensorFlow: no XLA, on the CPU it costs more to compile than it saves on steps this small.
+        # JAX: jax.jit, without which every op runs on its own, ~100x slower. PyTorch: eager;
+        # torch.compile took 34 s to compile and lost the stateful model's training (measured).
+        "jit_compile": backend == "jax",
+    }
+    return layer, compiled
+
+
 # ------------
 # MODEL
 # ------------
-def create_model(stateful, batch_size, lahead, fast=False):
+def create_model(stateful, batch_size, lahead, fast=False, steps_per_epoch=None):
     """LSTM(20) then Dense(1), trained on mse with adam, as in the original.
 
-    With `fast`, Keras runs many training steps per call into compiled code, instead of
-    returning to Python after every batch of one sample. The model and its maths are the same.
+    `fast` and `steps_per_epoch` choose only how fast it runs (see speed_settings).
     """
+    layer_speed, compile_speed = speed_settings(fast, steps_per_epoch)
     model = keras.Sequential(
         [
             # Keras 3 takes the fixed batch a stateful LSTM needs here, not as LSTM(batch_size=...).
             keras.Input(batch_shape=(batch_size, lahead, 1)),
-            # unroll: with windows of a few steps, straight-line code beats a symbolic loop.
-            keras.layers.LSTM(20, stateful=stateful, unroll=fast),
+            LSTM(20, stateful=stateful, **layer_speed),  # keras.layers.LSTM (see BACKEND WORKAROUND)
             keras.layers.Dense(1),
         ]
     )
-    model.compile(
-        loss="mse",
-        optimizer="adam",
-        # Steps still run one after another, so the state passes from each batch to the next.
-        steps_per_execution=STEPS_PER_EXECUTION if fast else 1,
-        # No XLA: on the CPU it costs more to compile than it saves on steps this small.
-        jit_compile=False,
-    )
+    model.compile(loss="mse", optimizer="adam", **compile_speed)
     return model
 
 
@@ -390,7 +471,7 @@ def experiment(input_len, tsteps, lahead, batch_size, epochs, seed, fast=False, 
         if verbose:
             print(f"Creating {name.capitalize()} Model...")
         start = time.perf_counter()
-        model = create_model(stateful=name == "stateful", batch_size=batch_size, lahead=lahead, fast=fast)
+        model = create_model(name == "stateful", batch_size, lahead, fast, len(x_train) // batch_size)
         if verbose:
             print("Training")
         train = train_stateful if name == "stateful" else train_stateless
@@ -459,6 +540,7 @@ def print_summary(metrics):
     """A short table of both models' scores, and whether they agree with the claim."""
     params = metrics["params"]
     print()
+    print(f"Keras {keras.version()} on {metrics['backend']}; seed {params['seed']}")
     print(f"{'model':<10} {'test MSE':>10} {'R²':>8}  converged (R² >= {CONVERGED_R2})")
     for name in ("stateful", "stateless"):
         m = metrics[name]
@@ -628,6 +710,7 @@ def run(params, output_dir, show=False, fast=False, layout="interleaved"):
     figures["loss.png"] = plot_loss(results, floor_mse)
 
     metrics = {
+        "backend": keras.backend.backend(),
         "params": params,
         "layout": layout,
         "fast": fast,
@@ -649,12 +732,17 @@ def run_sweep(params, tsteps_list, lahead_list, output_dir, show=False, fast=Fal
     Returns the cells done.
     """
     pairs = [(t, la) for t in tsteps_list for la in lahead_list]
-    print(f"Sweeping {len(pairs)} cells: tsteps in {tsteps_list} x lahead in {lahead_list}")
+    print(f"Sweeping {len(pairs)} cells: tsteps in {tsteps_list} x lahead in {lahead_list} on {keras.backend.backend()}")
     warning = interleaved_warning(params["batch_size"], layout)
     if warning:
         print(warning)
     path = os.path.join(output_dir, "sweep.json")
-    header = {"params": {k: params[k] for k in ("input_len", "batch_size", "epochs", "seed")}, "layout": layout, "fast": fast}
+    header = {
+        "backend": keras.backend.backend(),
+        "params": {k: params[k] for k in ("input_len", "batch_size", "epochs", "seed")},
+        "layout": layout,
+        "fast": fast,
+    }
     cells = []
     start = time.perf_counter()
     try:
@@ -753,6 +841,19 @@ def prepare_output_dir(parser, path):
         parser.error(f"--output-dir {path!r} cannot be written: {error.strerror or error}")
 
 
+MIN_KERAS = (3, 7)  # fused steps (fast) stop with an error on TensorFlow under Keras 3.0 to 3.6
+
+
+def backend_problem():
+    """None when this Keras and its backend can run the script, else one line saying why not."""
+    version = tuple(int(part) for part in keras.version().split(".")[:2])
+    if version < MIN_KERAS:
+        return f"Keras {keras.version()} is too old: this script needs keras >= 3.7 (pip install -U keras)"
+    if keras.backend.backend() not in BACKENDS:
+        return f"the Keras backend {keras.backend.backend()!r} cannot train; set KERAS_BACKEND to one of {', '.join(BACKENDS)}"
+    return None
+
+
 def make_parser():
     parser = argparse.ArgumentParser(
         description="Stateful vs stateless LSTM on a moving average (the Keras example, on Keras 3).",
@@ -780,6 +881,9 @@ def make_parser():
 def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
+    problem = backend_problem()
+    if problem:
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
     params = {
         "input_len": args.input_len,
         "tsteps": args.tsteps,

@@ -92,68 +92,13 @@ def test_stateless_floor_is_the_variance_of_the_unseen_inputs():
     assert np.mean((y - best_guess) ** 2) == pytest.approx(ls.stateless_floor_mse(2, 1), rel=0.02)
 
 
-# ---------------------------------------------------------------- state
-def lstm_state(model):
-    return [s.numpy() for s in model.layers[0].states]
-
-
-def test_stateful_model_carries_state_and_reset_clears_it():
-    keras.utils.set_random_seed(0)
-    model = ls.create_model(stateful=True, batch_size=1, lahead=1)
-    x = np.full((1, 1, 1), 0.1)
-    first = model.predict_on_batch(x)
-    assert np.any(lstm_state(model)[0] != 0)  # the step left its trace in the state
-    second = model.predict_on_batch(x)
-    assert not np.allclose(first, second)  # same input, other answer: the state carried over
-    ls.reset_states(model)
-    assert all(np.all(s == 0) for s in lstm_state(model))
-    np.testing.assert_array_equal(model.predict_on_batch(x), first)  # fresh start, same answer
-
-
-def test_stateless_model_forgets_between_batches():
-    keras.utils.set_random_seed(0)
-    model = ls.create_model(stateful=False, batch_size=1, lahead=1)
-    x = np.full((1, 1, 1), 0.1)
-    np.testing.assert_array_equal(model.predict_on_batch(x), model.predict_on_batch(x))
-
-
-def test_state_slot_i_continues_slot_i_of_the_previous_batch():
-    """With batch_size 2, slot 0's state must depend only on what went through slot 0."""
-    keras.utils.set_random_seed(0)
-    model = ls.create_model(stateful=True, batch_size=2, lahead=1)
-    model.predict_on_batch(np.array([[[0.1]], [[-0.1]]]))
-    after = model.predict_on_batch(np.array([[[0.05]], [[0.05]]]))
-    assert after[0, 0] != after[1, 0]  # same input now, different history per slot
-
-
-def test_fused_steps_carry_state_exactly_as_single_steps():
-    """fast runs many batches per compiled call; the weights and the state must not notice."""
-    (x_train, y_train), _ = ls.build_dataset(120, 3, 3, 2, 5)
-
-    def train(steps_per_execution=None, fast=True):
-        keras.utils.set_random_seed(3)
-        model = ls.create_model(stateful=True, batch_size=2, lahead=3, fast=fast)
-        if steps_per_execution:
-            model.steps_per_execution = steps_per_execution  # the same compiled step, called per batch
-        model.fit(x_train, y_train, batch_size=2, epochs=1, verbose=0, shuffle=False)
-        return [*model.get_weights(), *lstm_state(model)]
-
-    fused, one_at_a_time = train(), train(steps_per_execution=1)
-    assert ls.create_model(True, 2, 3, fast=True).steps_per_execution == ls.STEPS_PER_EXECUTION > 60
-    for a, b in zip(fused, one_at_a_time):
-        assert np.any(a != 0)
-        np.testing.assert_array_equal(a, b)
-    # --no-fast also loops over the window instead of unrolling it: float32 rounding may differ
-    for a, b in zip(fused, train(fast=False)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
 # ---------------------------------------------------------------- runs
 def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys):
     out = tmp_path / "out"
     assert ls.main([*TINY, "--tsteps", "3", "--output-dir", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == {"input.png", "results.png", "loss.png", "metrics.json"}
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == keras.backend.backend()
     assert metrics["params"] == {
         "input_len": 60, "tsteps": 3, "lahead": 1, "batch_size": 1, "epochs": 2, "seed": 1986,
     }
@@ -172,16 +117,7 @@ def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys):
     assert "Epoch 2 / 2" in printed
     assert f"{metrics['stateful']['test_mse']:.2e}" in printed
     assert "example's claim" in printed
-
-
-def test_same_seed_same_numbers_other_seed_other_numbers():
-    def scores(seed):
-        results = ls.experiment(60, 2, 1, 1, 2, seed, fast=True, verbose=0)
-        return [results[m][k] for m in ("stateful", "stateless") for k in ("test_mse", "loss")]
-
-    first = scores(11)
-    assert scores(11) == first  # bit for bit
-    assert scores(12) != first
+    assert f"Keras {keras.version()} on {keras.backend.backend()}; seed 1986" in printed
 
 
 def test_show_without_a_display_neither_fails_nor_warns(tmp_path, recwarn):
@@ -352,6 +288,7 @@ def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
     for cell in sweep["cells"]:
         assert set(cell["stateful"]) == set(cell["stateless"]) == METRIC_KEYS
         assert cell["stateless_floor_mse"] == ls.stateless_floor_mse(cell["tsteps"], cell["lahead"])
+    assert sweep["backend"] == keras.backend.backend()
     assert sweep["params"] == {"input_len": 40, "batch_size": 1, "epochs": 1, "seed": 1986}
     assert matplotlib_image_shape(tmp_path / "sweep.png")[1] >= 800
     printed = capsys.readouterr().out
@@ -439,3 +376,95 @@ def test_ctrl_c_on_the_command_line_keeps_the_sweep(tmp_path):
     assert "Interrupted:" in out and "Traceback" not in err
     cells = json.loads((tmp_path / "sweep.json").read_text())["cells"]
     assert 1 <= len(cells) < 4
+
+
+# ---------------------------------------------------------------- backends
+# One process loads one Keras backend, so each backend runs in a process of its own. A backend
+# that is not installed is skipped, unless LSTM_STATEFUL_ALL_BACKENDS=1 (CI sets it) makes that
+# a failure.
+OTHER_BACKENDS = [b for b in ls.BACKENDS if b != keras.backend.backend()]
+
+
+def require(backend):
+    import importlib.util
+
+    if importlib.util.find_spec(backend) is None:
+        if os.environ.get("LSTM_STATEFUL_ALL_BACKENDS") == "1":
+            pytest.fail(f"{backend} is not installed, and LSTM_STATEFUL_ALL_BACKENDS=1 asks for every backend")
+        pytest.skip(f"{backend} is not installed")
+
+
+def backend_env(backend):
+    return {**os.environ, "KERAS_BACKEND": backend}
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_the_state_tests_pass_on_every_other_backend(backend):
+    require(backend)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_state.py")],
+        capture_output=True,
+        text=True,
+        env=backend_env(backend),
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout.splitlines()[-1] and "skipped" not in done.stdout.splitlines()[-1]
+
+
+# Runs the command line as `python lstm_stateful.py` does, then reports which frameworks it loaded.
+RUN_AND_LIST_FRAMEWORKS = """
+import runpy, sys
+sys.argv = sys.argv[1:]  # as if run as `python lstm_stateful.py ...`
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print("LOADED", sorted(m for m in ("tensorflow", "jax", "torch") if sys.modules.get(m)))
+"""
+
+
+@pytest.mark.parametrize("backend", ls.BACKENDS)
+def test_command_line_runs_on_each_backend_and_loads_only_it(backend, tmp_path):
+    require(backend)
+    command = [sys.executable, "-c", RUN_AND_LIST_FRAMEWORKS, str(ROOT / "lstm_stateful.py"), *TINY]
+    done = subprocess.run(
+        [*command, "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=backend_env(backend),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == f"LOADED {[backend]}"
+    assert f"on {backend}; seed 1986" in done.stdout
+    assert "I0000" not in done.stderr and "Traceback" not in done.stderr  # no TensorFlow log wall
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["backend"] == backend
+    assert len(metrics["stateful"]["loss"]) == 2
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("", "Keras cannot load the 'no-such-backend' backend"),
+        ("sys.modules['jax'] = None", "Keras cannot load the 'jax' backend"),  # as if jax were not installed
+        # (the import's own log lines silenced: only the script's output is under test)
+        (
+            "import os; saved = os.dup(2); os.dup2(os.open(os.devnull, os.O_WRONLY), 2); import keras; os.dup2(saved, 2)"
+            "\nkeras.version = lambda: '3.6.0'",
+            "Keras 3.6.0 is too old: this script needs keras >= 3.7",
+        ),
+    ],
+)
+def test_a_backend_that_cannot_run_gets_one_line_and_status_2(setup, message, tmp_path):
+    backend = "no-such-backend" if not setup else "jax" if "jax" in setup else keras.backend.backend()
+    script = f"import runpy, sys\n{setup}\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "lstm_stateful.py"), *TINY, "--output-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=backend_env(backend),
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("lstm_stateful.py: error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert done.stdout == "" and not (tmp_path / "out").exists()

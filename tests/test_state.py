@@ -1,0 +1,129 @@
+"""The stateful LSTM's state, on whichever Keras backend this process runs (KERAS_BACKEND).
+
+test_lstm_stateful.py runs this file once more in a process of its own for each other installed
+backend, since one process can load only one Keras backend.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lstm_stateful as ls  # noqa: E402  (first: it sets TensorFlow's log level before the import)
+
+import keras  # noqa: E402
+
+
+def lstm_state(model):
+    return [keras.ops.convert_to_numpy(s) for s in model.layers[0].states]
+
+
+def stateful_model(batch_size=1, lahead=1, fast=False, steps_per_epoch=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    return ls.create_model(True, batch_size, lahead, fast, steps_per_epoch)
+
+
+def test_stateful_model_carries_state_and_reset_clears_it():
+    model = stateful_model()
+    x = np.full((1, 1, 1), 0.1)
+    first = model.predict_on_batch(x)
+    assert np.any(lstm_state(model)[0] != 0)  # the step left its trace in the state
+    second = model.predict_on_batch(x)
+    assert not np.allclose(first, second)  # same input, other answer: the state carried over
+    ls.reset_states(model)
+    assert all(np.all(s == 0) for s in lstm_state(model))
+    np.testing.assert_array_equal(model.predict_on_batch(x), first)  # fresh start, same answer
+
+
+def test_stateless_model_forgets_between_batches():
+    keras.utils.set_random_seed(0)
+    model = ls.create_model(stateful=False, batch_size=1, lahead=1)
+    x = np.full((1, 1, 1), 0.1)
+    np.testing.assert_array_equal(model.predict_on_batch(x), model.predict_on_batch(x))
+
+
+def test_state_slot_i_continues_slot_i_of_the_previous_batch():
+    """With batch_size 2, slot 0's state must depend only on what went through slot 0."""
+    model = stateful_model(batch_size=2)
+    model.predict_on_batch(np.array([[[0.1]], [[-0.1]]]))
+    after = model.predict_on_batch(np.array([[[0.05]], [[0.05]]]))
+    assert after[0, 0] != after[1, 0]  # same input now, different history per slot
+
+
+def test_predict_carries_state_from_batch_to_batch():
+    x = np.random.RandomState(1).uniform(-0.1, 0.1, (6, 1, 1))
+    model = stateful_model()
+    one_by_one = np.concatenate([model.predict_on_batch(x[i : i + 1]) for i in range(6)])
+    after_one_by_one = lstm_state(model)
+    ls.reset_states(model)
+    np.testing.assert_allclose(ls.predict(model, x, batch_size=1, verbose=0), one_by_one, rtol=1e-5, atol=1e-7)
+    for a, b in zip(lstm_state(model), after_one_by_one):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_fit_carries_state_through_training_and_validation(fast):
+    """The state after fit is the one the last batch left; validation continues from it."""
+    (x_train, y_train), (x_test, y_test) = ls.build_dataset(60, 2, 1, 1, 5)
+    steps = len(x_train)
+
+    def fit(validation):
+        model = stateful_model(fast=fast, steps_per_epoch=steps, seed=3)
+        data = {"validation_data": (x_test, y_test)} if validation else {}
+        model.fit(x_train, y_train, batch_size=1, epochs=1, verbose=0, shuffle=False, **data)
+        return model
+
+    trained = fit(validation=False)
+    state_after_training = lstm_state(trained)
+    assert all(np.any(s != 0) for s in state_after_training)  # fit wrote the state back
+    # the last training step started from the state the steps before left: replaying the last
+    # batch from a zero state with the final weights gives another state
+    ls.reset_states(trained)
+    trained.predict_on_batch(x_train[-1:])
+    assert not np.allclose(lstm_state(trained)[1], state_after_training[1])
+
+    validated = fit(validation=True)
+    for a, b in zip(trained.trainable_variables, validated.trainable_variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    # validation ran on from the training state: evaluate the same data from that state
+    for variable, value in zip(trained.layers[0].states, state_after_training):
+        variable.assign(value)
+    trained.evaluate(x_test, y_test, batch_size=1, verbose=0)
+    for a, b in zip(lstm_state(validated), lstm_state(trained)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(lstm_state(validated)[1], state_after_training[1])  # validation moved it
+
+
+def test_fused_steps_carry_state_exactly_as_single_steps():
+    """fast runs many batches per compiled call; the weights and the state must not notice."""
+    (x_train, y_train), _ = ls.build_dataset(120, 3, 3, 2, 5)
+
+    def train(steps_per_execution=None, fast=True):
+        model = stateful_model(batch_size=2, lahead=3, fast=fast, seed=3)
+        if steps_per_execution:
+            model.steps_per_execution = steps_per_execution  # the same compiled step, called per batch
+        model.fit(x_train, y_train, batch_size=2, epochs=1, verbose=0, shuffle=False)
+        return [*model.get_weights(), *lstm_state(model)]
+
+    fused, one_at_a_time = train(), train(steps_per_execution=1)
+    spe = ls.create_model(True, 2, 3, fast=True).steps_per_execution
+    assert spe == (1 if keras.backend.backend() == "torch" else ls.STEPS_PER_EXECUTION)  # Keras: 1 on PyTorch
+    for a, b in zip(fused, one_at_a_time):
+        assert np.any(a != 0)
+        np.testing.assert_array_equal(a, b)
+    # --no-fast also loops over the window instead of unrolling it: float32 rounding may differ
+    for a, b in zip(fused, train(fast=False)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers():
+    def scores(seed):
+        results = ls.experiment(60, 2, 1, 1, 2, seed, fast=True, verbose=0)
+        return [results[m][k] for m in ("stateful", "stateless") for k in ("test_mse", "loss", "val_loss")]
+
+    first = scores(11)
+    assert scores(11) == first  # bit for bit
+    assert scores(12) != first
