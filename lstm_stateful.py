@@ -109,6 +109,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 try:
     with stderr_silenced():
         import keras
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("Interrupted while loading Keras: nothing written")
+    sys.exit(130)
 except (ImportError, ValueError) as error:  # Keras or its backend not installed, or no such backend
     if __name__ != "__main__":
         raise
@@ -332,20 +337,26 @@ class LSTM(keras.layers.LSTM):
 # SPEED SETTINGS (not the lesson): how each backend runs the same model fastest
 # ---------------------------------------------------------------------------
 STEPS_PER_EXECUTION = 1000  # with fast: at most this many training steps per call into compiled code
+# With fast: unroll windows up to this many steps. Past it, compiling the unrolled window costs more
+# than it saves (measured, 1 and 10 epochs: TensorFlow breaks even at 16, XLA under JAX at ~4-8).
+UNROLL_UP_TO = {"tensorflow": 16, "jax": 4, "torch": 16}
 
 
-def speed_settings(fast, steps_per_epoch=None):
+def speed_settings(fast, lahead, steps_per_epoch=None):
     """Keyword arguments for LSTM(...) and model.compile(...); the model and its maths stay the same.
 
     With `fast`, Keras runs many training steps per call into compiled code instead of returning
     to Python after every batch of one sample, and the LSTM is unrolled. Steps still run one
-    after another, so the state passes from each batch to the next.
+    after another, so the state passes from each batch to the next. Windows longer than
+    UNROLL_UP_TO steps stay a loop (measured crossover, see the README).
     """
     backend = keras.backend.backend()
     steps = STEPS_PER_EXECUTION if fast and backend != "torch" else 1  # Keras allows 1 on PyTorch
     if steps_per_epoch:
-        steps = min(steps, steps_per_epoch)  # the progress bar counts whole calls: never past its total
-    layer = {"unroll": fast}  # with windows of a few steps, straight-line code beats a symbolic loop
+        # The progress bar counts whole calls (TensorFlow counts a short last call as a full one):
+        # take the largest number of steps per call that divides the epoch.
+        steps = max(n for n in range(1, steps + 1) if steps_per_epoch % n == 0)
+    layer = {"unroll": fast and lahead <= UNROLL_UP_TO[backend]}  # short windows: straight-line code beats a loop
     compiled = {
         "steps_per_execution": steps,
         # TensorFlow: no XLA, on the CPU it costs more to compile than it saves on steps this small.
@@ -364,7 +375,7 @@ def create_model(stateful, batch_size, lahead, fast=False, steps_per_epoch=None)
 
     `fast` and `steps_per_epoch` choose only how fast it runs (see speed_settings).
     """
-    layer_speed, compile_speed = speed_settings(fast, steps_per_epoch)
+    layer_speed, compile_speed = speed_settings(fast, lahead, steps_per_epoch)
     model = keras.Sequential(
         [
             # Keras 3 takes the fixed batch a stateful LSTM needs here, not as LSTM(batch_size=...).
@@ -650,20 +661,31 @@ def display_available():
 def finish_figures(figures, output_dir, show):
     """Save every figure, show them if asked and possible, then close them."""
     for name, fig in figures.items():
-        fig.savefig(os.path.join(output_dir, name))
+        write_whole(os.path.join(output_dir, name), lambda path: fig.savefig(path, format="png"))
     if show and display_available():
         plt.show()
     for fig in figures.values():
         plt.close(fig)
 
 
-def write_json(path, obj):
-    """Write JSON so that a reader never finds the file half-written."""
+def write_whole(path, write):
+    """Write a file under another name, then rename it: a reader (or Ctrl-C) never finds it half-written."""
     partial = path + ".partial"
-    with open(partial, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(partial, path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def write_json(path, obj):
+    def dump(partial):
+        with open(partial, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+
+    write_whole(path, dump)
 
 
 # ------------
@@ -784,26 +806,121 @@ def run_sweep(params, tsteps_list, lahead_list, output_dir, show=False, fast=Fal
     return cells
 
 
-def positive_int(text):
-    """argparse type: a whole number > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+# ---------------------------------------------------------------------------
+# CHECKS (not the lesson): every parameter, typed as a flag or into the editable block
+# ---------------------------------------------------------------------------
+LAYOUTS = ("interleaved", "contiguous")
+
+
+def whole_number(value, must):
+    """An int from a flag's text or from the editable block; never a bool or a float."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise argparse.ArgumentTypeError(f"{must}, got {value!r}")
+
+
+def positive_int(value):
+    """A whole number > 0."""
+    must = "must be a positive integer"
+    number = whole_number(value, must)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{must}, got {value!r}")
+    return number
+
+
+def seed_int(value):
+    """A seed numpy's RandomState accepts."""
+    number = whole_number(value, "must be an integer")
+    if not 0 <= number < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32 - 1, got {value!r}")
+    return number
+
+
+def layout_name(value):
+    if value not in LAYOUTS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(LAYOUTS)}, got {value!r}")
     return value
 
 
-def seed_int(text):
-    """argparse type: a seed numpy's RandomState accepts."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}")
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32 - 1, got {text!r}")
+def switch(value):
+    if not isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"must be True or False, got {value!r}")
     return value
+
+
+def folder(value):
+    if not isinstance(value, str) or not value:
+        raise argparse.ArgumentTypeError(f"must be a folder name, got {value!r}")
+    return value
+
+
+def grid(value):
+    """A non-empty list of positive integers (the --sweep grids)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise argparse.ArgumentTypeError(f"must be a list of positive integers, got {value!r}")
+    return [positive_int(item) for item in value]
+
+
+# Which check each parameter gets, whether it comes from a flag or from the editable block.
+CHECKS = {
+    "input_len": positive_int,
+    "tsteps": positive_int,
+    "lahead": positive_int,
+    "batch_size": positive_int,
+    "epochs": positive_int,
+    "seed": seed_int,
+    "layout": layout_name,
+    "output_dir": folder,
+    "show": switch,
+    "fast": switch,
+    "sweep_tsteps": grid,
+    "sweep_lahead": grid,
+}
+
+
+def check_editable_block(parser):
+    """argparse checks what is typed on the command line; this gives the block's values the same checks."""
+    block = globals()
+    for name, check in CHECKS.items():
+        try:
+            check(block[name])
+        except argparse.ArgumentTypeError as error:
+            parser.exit(2, f"{parser.prog}: error: {name} = {block[name]!r} in the editable block: {error}\n")
+
+
+def available_memory():
+    """Bytes this process can still use: Linux's MemAvailable, else all physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# build_series holds the (input_len x lahead) window view as float64 several times over (the
+# repeat, each shifted column, the split copies, the float32 tensors); measured peak: ~6 copies.
+DATA_COPIES = 6
+
+
+def check_memory(parser, input_len, lahead):
+    """Refuse, before any work, data that would not fit in memory."""
+    to_drop = lahead - 1
+    need = DATA_COPIES * (input_len + to_drop) * lahead * 8
+    have = available_memory()
+    if need > have:
+        gib = 2**30
+        parser.error(
+            f"--input-len {input_len} with --lahead {lahead} needs about {need / gib:.1f} GiB for the data, "
+            f"and {have / gib:.1f} GiB of memory is available; lower --lahead or --input-len"
+        )
 
 
 def check_sizes(parser, input_len, tsteps, batch_size, layout):
@@ -866,8 +983,8 @@ def make_parser():
     add("--batch-size", type=positive_int, default=batch_size, help="batch size (fixed for the stateful model)")
     add("--epochs", type=positive_int, default=epochs, help="training epochs for each model")
     add("--seed", type=seed_int, default=seed, help="seed for the data and the weights")
-    add("--layout", choices=("interleaved", "contiguous"), default=layout, help="which sample follows which in a batch")
-    add("--output-dir", default=output_dir, help="folder for the figures and the JSON")
+    add("--layout", type=layout_name, default=layout, help=f"which sample follows which in a batch: {', '.join(LAYOUTS)}")
+    add("--output-dir", type=folder, default=output_dir, help="folder for the figures and the JSON")
     add("--show", action=argparse.BooleanOptionalAction, default=show, help="open the figures at the end if a display exists")
     add("--fast", action=argparse.BooleanOptionalAction, default=fast, help="run many steps per compiled call")
     add("--sweep", action="store_true", help="run the experiment over a grid of tsteps x lahead instead")
@@ -878,8 +995,19 @@ def make_parser():
     return parser
 
 
+def interrupted(output_dir, since):
+    """The one line printed after Ctrl-C: which files this run had written, whole, by then."""
+    kept = sorted(
+        name
+        for name in os.listdir(output_dir)
+        if not name.startswith(".") and os.path.getmtime(os.path.join(output_dir, name)) >= since
+    )
+    return f"Interrupted: {', '.join(kept) or 'nothing'} written to {output_dir} by this run"
+
+
 def main(argv=None):
     parser = make_parser()
+    check_editable_block(parser)
     args = parser.parse_args(argv)
     problem = backend_problem()
     if problem:
@@ -895,16 +1023,21 @@ def main(argv=None):
     options = {"show": args.show, "fast": args.fast, "layout": args.layout}
     if not args.sweep and ("sweep_tsteps" in vars(args) or "sweep_lahead" in vars(args)):
         parser.error("--sweep-tsteps and --sweep-lahead only make sense with --sweep")
-    if args.sweep:
-        tsteps_list = sorted(set(getattr(args, "sweep_tsteps", sweep_tsteps)))
-        lahead_list = sorted(set(getattr(args, "sweep_lahead", sweep_lahead)))
-        check_sizes(parser, args.input_len, max(tsteps_list), args.batch_size, args.layout)
-        prepare_output_dir(parser, args.output_dir)
-        cells = run_sweep(params, tsteps_list, lahead_list, args.output_dir, **options)
-        return 0 if len(cells) == len(tsteps_list) * len(lahead_list) else 130  # 130: stopped by Ctrl-C
-    check_sizes(parser, args.input_len, args.tsteps, args.batch_size, args.layout)
+    tsteps_list = sorted(set(getattr(args, "sweep_tsteps", sweep_tsteps))) if args.sweep else [args.tsteps]
+    lahead_list = sorted(set(getattr(args, "sweep_lahead", sweep_lahead))) if args.sweep else [args.lahead]
+    check_sizes(parser, args.input_len, max(tsteps_list), args.batch_size, args.layout)
+    check_memory(parser, args.input_len, max(lahead_list))
     prepare_output_dir(parser, args.output_dir)
-    run(params, args.output_dir, **options)
+    # Ctrl-C: one line instead of a traceback, and 130, the status a shell gives a run it stopped.
+    since = time.time() - 1  # file times may be rounded down to the second
+    try:
+        if args.sweep:
+            cells = run_sweep(params, tsteps_list, lahead_list, args.output_dir, **options)
+            return 0 if len(cells) == len(tsteps_list) * len(lahead_list) else 130  # the sweep said what it kept
+        run(params, args.output_dir, **options)
+    except KeyboardInterrupt:
+        print(f"\n{interrupted(args.output_dir, since)}", flush=True)
+        return 130
     return 0
 
 

@@ -5,6 +5,7 @@ Everything runs on the CPU with tiny sizes; the whole file takes about a minute.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -440,6 +441,10 @@ def test_command_line_runs_on_each_backend_and_loads_only_it(backend, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["backend"] == backend
     assert len(metrics["stateful"]["loss"]) == 2
+    # progress bars count to their real totals: 48 training steps an epoch (80% of 60), 12 to predict
+    counts = [(int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+)(?!\d)", done.stdout)]
+    assert (48, 48) in counts and (12, 12) in counts
+    assert all(n <= total for n, total in counts), counts
 
 
 @pytest.mark.parametrize(
@@ -468,3 +473,146 @@ def test_a_backend_that_cannot_run_gets_one_line_and_status_2(setup, message, tm
     assert done.stderr.startswith("lstm_stateful.py: error: ") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert done.stdout == "" and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- the editable block
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("tsteps", 0, "tsteps = 0 in the editable block: must be a positive integer, got 0"),
+        ("lahead", -1, "lahead = -1 in the editable block: must be a positive integer, got -1"),
+        ("batch_size", 2.5, "batch_size = 2.5 in the editable block: must be a positive integer, got 2.5"),
+        ("epochs", 0, "epochs = 0 in the editable block: must be a positive integer"),
+        ("input_len", True, "input_len = True in the editable block: must be a positive integer"),
+        ("seed", -1, "seed = -1 in the editable block: must be between 0 and 2**32 - 1"),
+        ("layout", "contigous", "layout = 'contigous' in the editable block: must be one of interleaved, contiguous"),
+        ("show", "no", "show = 'no' in the editable block: must be True or False"),
+        ("fast", 1, "fast = 1 in the editable block: must be True or False"),
+        ("output_dir", None, "output_dir = None in the editable block: must be a folder name"),
+        ("sweep_tsteps", [], "sweep_tsteps = [] in the editable block: must be a list of positive integers"),
+        ("sweep_lahead", [1, 0], "sweep_lahead = [1, 0] in the editable block: must be a positive integer, got 0"),
+    ],
+)
+def test_bad_values_in_the_editable_block_are_refused_like_flags(name, value, message, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(ls, name, value)
+    out = tmp_path / "never-made"
+    with pytest.raises(SystemExit) as stop:
+        ls.main(["--output-dir", str(out)] if name != "output_dir" else [])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"lstm_stateful.py: error: {message}" or message in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_every_parameter_of_the_block_is_checked():
+    block = {name for name in vars(ls) if name.islower() and not name.startswith("_") and not callable(getattr(ls, name))}
+    block -= {"argparse", "contextlib", "json", "logging", "os", "sys", "time", "plt", "np", "pd", "keras", "backend_registry"}
+    assert block == set(ls.CHECKS)  # a new constant in the block needs its check
+
+
+def edited_script(tmp_path, *edits):
+    """A copy of lstm_stateful.py with lines of its editable block replaced, as a user would."""
+    text = (ROOT / "lstm_stateful.py").read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path / "lstm_stateful.py"
+    path.write_text(text)
+    return path
+
+
+def test_an_edited_block_is_checked_and_used_on_the_command_line(tmp_path):
+    bad = edited_script(tmp_path, ("\ntsteps = 2\n", "\ntsteps = 0\n"))
+    done = subprocess.run([sys.executable, str(bad)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "lstm_stateful.py: error: tsteps = 0 in the editable block: must be a positive integer, got 0"
+    ]
+    good = edited_script(
+        tmp_path,
+        ("\ninput_len = 1000 ", "\ninput_len = 50 "),
+        ("\nepochs = 10\n", "\nepochs = 1\n"),
+        ("\nlahead = 1 ", "\nlahead = 3 "),
+        ('\noutput_dir = "outputs"', '\noutput_dir = "edited"'),
+        ("\nshow = True ", "\nshow = False "),
+    )
+    subprocess.run([sys.executable, str(good)], capture_output=True, cwd=tmp_path, check=True)
+    metrics = json.loads((tmp_path / "edited" / "metrics.json").read_text())
+    assert metrics["params"] == {"input_len": 50, "tsteps": 2, "lahead": 3, "batch_size": 1, "epochs": 1, "seed": 1986}
+
+
+# ---------------------------------------------------------------- memory
+def test_data_too_large_for_memory_is_refused_before_work(tmp_path, capsys):
+    out = tmp_path / "never-made"
+    with pytest.raises(SystemExit) as stop:
+        ls.main(["--lahead", "100000", "--output-dir", str(out)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    need = ls.DATA_COPIES * (1000 + 99999) * 100000 * 8 / 2**30
+    assert f"--input-len 1000 with --lahead 100000 needs about {need:.1f} GiB for the data" in err
+    assert "lower --lahead or --input-len" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_the_memory_check_refuses_exactly_what_does_not_fit(monkeypatch, tmp_path, capsys):
+    need = ls.DATA_COPIES * 60 * 1 * 8  # TINY: input_len 60, lahead 1
+    monkeypatch.setattr(ls, "available_memory", lambda: need - 1)
+    with pytest.raises(SystemExit):
+        ls.main([*TINY, "--output-dir", str(tmp_path / "a")])
+    assert "needs about" in capsys.readouterr().err
+    monkeypatch.setattr(ls, "available_memory", lambda: need)
+    assert ls.main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "b")]) == 0
+    assert ls.available_memory.__module__ and ls.check_memory  # the real check, patched only here
+
+
+def test_available_memory_is_a_plausible_size():
+    assert 2**27 < ls.available_memory() < 2**50
+
+
+# ---------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_in_a_normal_run_gives_one_line_and_status_130(tmp_path):
+    import signal
+
+    (tmp_path / "metrics.json").write_text("{}")  # an earlier run's file: kept, and not claimed
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "lstm_stateful.py"), "--input-len", "3000", "--no-fast", "--no-show"]
+        + ["--output-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    for line in process.stdout:
+        if line.startswith("Epoch 1 /"):  # training has started: now press Ctrl-C
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert out.strip().splitlines()[-1] == f"Interrupted: nothing written to {tmp_path} by this run"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+def test_ctrl_c_while_a_file_is_written_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "results.png"
+    path.write_bytes(b"old")
+
+    def write_then_ctrl_c(partial):
+        Path(partial).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ls.write_whole(str(path), write_then_ctrl_c)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.png"] and path.read_bytes() == b"old"
+
+
+def test_ctrl_c_in_process_names_what_was_written(tmp_path, monkeypatch, capsys):
+    def figures_then_ctrl_c(figures, output_dir, show):
+        ls.write_whole(os.path.join(output_dir, "input.png"), lambda p: Path(p).write_bytes(b"png"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ls, "finish_figures", figures_then_ctrl_c)
+    assert ls.main([*TINY, "--output-dir", str(tmp_path)]) == 130
+    assert f"Interrupted: input.png, metrics.json written to {tmp_path} by this run" in capsys.readouterr().out

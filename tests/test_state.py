@@ -127,3 +127,17 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
     first = scores(11)
     assert scores(11) == first  # bit for bit
     assert scores(12) != first
+
+
+def test_steps_per_call_divide_the_epoch_so_progress_bars_end_at_their_totals():
+    def steps(steps_per_epoch, fast=True):
+        return ls.speed_settings(fast, 1, steps_per_epoch)[1]["steps_per_execution"]
+
+    if keras.backend.backend() == "torch":  # Keras runs one step per call on PyTorch
+        assert steps(800) == steps(1500) == 1
+        return
+    assert steps(800) == 800 and steps(48) == 48  # one call an epoch
+    assert steps(1500) == 750 and steps(2000) == 1000 and steps(3000) == 1000
+    assert steps(1499) == 1  # a prime: one step per call, as --no-fast
+    assert steps(800, fast=False) == 1
+    assert steps(None) == ls.STEPS_PER_EXECUTION
