@@ -361,7 +361,7 @@ def speed_settings(fast, lahead, steps_per_epoch=None):
         "steps_per_execution": steps,
         # TensorFlow: no XLA, on the CPU it costs more to compile than it saves on steps this small.
         # JAX: jax.jit, without which every op runs on its own, ~100x slower. PyTorch: eager;
-        # torch.compile took 34 s to compile and lost the stateful model's training (measured).
+        # torch.compile took 34 s to compile, and its training losses ended far from eager mode's.
         "jit_compile": backend == "jax",
     }
     return layer, compiled
@@ -905,8 +905,9 @@ def available_memory():
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-# build_series holds the (input_len x lahead) window view as float64 several times over (the
-# repeat, each shifted column, the split copies, the float32 tensors); measured peak: ~6 copies.
+# The (input_len x lahead) window view of float64 exists several times over: building the arrays
+# peaks at 3 copies (measured), run() keeps the one it prints and plots, and fit converts the
+# arrays once more. 6 copies leaves a margin.
 DATA_COPIES = 6
 
 
