@@ -1,7 +1,7 @@
 """
 Title: How to use a stateful LSTM model, stateful vs stateless LSTM performance comparison
 Original: the Keras 2 example `examples/lstm_stateful.py` (Keras team, MIT licence)
-Port: Keras 3 / TensorFlow >= 2.16, as one runnable, tested script
+Port: Keras 3 (TensorFlow, JAX or PyTorch), as one runnable, tested script
 Description: a stateful LSTM remembers what its input window cannot show it.
 
 The models are trained on an input/output pair, where
@@ -42,6 +42,7 @@ Usage:
     python lstm_stateful.py --batch-size 4 --layout contiguous  # batches that keep state useful
     python lstm_stateful.py --sweep               # the claim over tsteps 1..4 x lahead 1..4
     python lstm_stateful.py --help                # every flag, with its default
+    KERAS_BACKEND=jax python lstm_stateful.py     # the same on JAX (or torch); TensorFlow by default
 
 Every run writes input.png, results.png, loss.png and metrics.json into --output-dir;
 a --sweep writes sweep.json and sweep.png.
@@ -93,7 +94,7 @@ def chosen_backend():
     return os.environ.get("KERAS_BACKEND") or name
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and chosen_backend() in BACKENDS:
     # Keras imports JAX whenever it is installed, and keras.utils.set_random_seed imports TensorFlow
     # to seed it: seconds and log lines for frameworks this run never uses. A None entry makes Python
     # treat a module as not installed. Only on the command line: an importer keeps its own imports.

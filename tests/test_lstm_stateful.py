@@ -448,20 +448,21 @@ def test_command_line_runs_on_each_backend_and_loads_only_it(backend, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "setup, message",
+    "backend, setup, message",
     [
-        ("", "Keras cannot load the 'no-such-backend' backend"),
-        ("sys.modules['jax'] = None", "Keras cannot load the 'jax' backend"),  # as if jax were not installed
+        ("no-such-backend", "", "Keras cannot load the 'no-such-backend' backend"),
+        ("jax", "sys.modules['jax'] = None", "Keras cannot load the 'jax' backend"),  # as if not installed
+        ("numpy", "", "the Keras backend 'numpy' cannot train; set KERAS_BACKEND to one of tensorflow, jax, torch"),
         # (the import's own log lines silenced: only the script's output is under test)
         (
+            "tensorflow",
             "import os; saved = os.dup(2); os.dup2(os.open(os.devnull, os.O_WRONLY), 2); import keras; os.dup2(saved, 2)"
             "\nkeras.version = lambda: '3.6.0'",
             "Keras 3.6.0 is too old: this script needs keras >= 3.7",
         ),
     ],
 )
-def test_a_backend_that_cannot_run_gets_one_line_and_status_2(setup, message, tmp_path):
-    backend = "no-such-backend" if not setup else "jax" if "jax" in setup else keras.backend.backend()
+def test_a_backend_that_cannot_run_gets_one_line_and_status_2(backend, setup, message, tmp_path):
     script = f"import runpy, sys\n{setup}\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
     done = subprocess.run(
         [sys.executable, "-c", script, str(ROOT / "lstm_stateful.py"), *TINY, "--output-dir", str(tmp_path / "out")],
