@@ -617,3 +617,25 @@ def test_ctrl_c_in_process_names_what_was_written(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(ls, "finish_figures", figures_then_ctrl_c)
     assert ls.main([*TINY, "--output-dir", str(tmp_path)]) == 130
     assert f"Interrupted: input.png, metrics.json written to {tmp_path} by this run" in capsys.readouterr().out
+
+
+def test_ctrl_c_while_keras_loads_gives_one_line_and_status_130(tmp_path):
+    # Ctrl-C at the moment `import keras` runs, simulated by an import hook that raises it
+    script = (
+        "import runpy, sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, *args):\n"
+        "        if name == 'keras':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT / "lstm_stateful.py"), "--output-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 130
+    assert done.stdout == "Interrupted while loading Keras: nothing written\n"
+    assert done.stderr == "" and not (tmp_path / "out").exists()
