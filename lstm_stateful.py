@@ -910,18 +910,29 @@ def available_memory():
 # peaks at 3 copies (measured), run() keeps the one it prints and plots, and fit converts the
 # arrays once more. 6 copies leaves a margin.
 DATA_COPIES = 6
+# Training keeps the LSTM's gates and states of every sample and window step for the backward
+# pass: measured ~580 bytes per sample and step (--lahead 500, --batch-size 2000 vs 8000).
+ACTIVATION_BYTES = 20 * 8 * 4  # 20 units x 8 float32 values
 
 
-def check_memory(parser, input_len, lahead):
-    """Refuse, before any work, data that would not fit in memory."""
-    to_drop = lahead - 1
-    need = DATA_COPIES * (input_len + to_drop) * lahead * 8
+def memory_needed(input_len, lahead, batch_size):
+    """Bytes of (data, LSTM activations) a run needs at its peak, on top of the framework's own."""
+    data = DATA_COPIES * (input_len + lahead - 1) * lahead * 8
+    activations = batch_size * lahead * ACTIVATION_BYTES
+    return data, activations
+
+
+def check_memory(parser, input_len, lahead, batch_size):
+    """Refuse, before any work, data or a model that would not fit in memory."""
+    data, activations = memory_needed(input_len, lahead, batch_size)
     have = available_memory()
-    if need > have:
+    if data + activations > have:
         gib = 2**30
+        lower = "--lahead or --input-len" if data >= activations else "--batch-size or --lahead"
         parser.error(
-            f"--input-len {input_len} with --lahead {lahead} needs about {need / gib:.1f} GiB for the data, "
-            f"and {have / gib:.1f} GiB of memory is available; lower --lahead or --input-len"
+            f"--input-len {input_len}, --lahead {lahead} and --batch-size {batch_size} need about "
+            f"{(data + activations) / gib:.1f} GiB ({data / gib:.1f} GiB of data, {activations / gib:.1f} GiB "
+            f"of LSTM activations), and {have / gib:.1f} GiB of memory is available; lower {lower}"
         )
 
 
@@ -1028,7 +1039,7 @@ def main(argv=None):
     tsteps_list = sorted(set(getattr(args, "sweep_tsteps", sweep_tsteps))) if args.sweep else [args.tsteps]
     lahead_list = sorted(set(getattr(args, "sweep_lahead", sweep_lahead))) if args.sweep else [args.lahead]
     check_sizes(parser, args.input_len, max(tsteps_list), args.batch_size, args.layout)
-    check_memory(parser, args.input_len, max(lahead_list))
+    check_memory(parser, args.input_len, max(lahead_list), args.batch_size)
     prepare_output_dir(parser, args.output_dir)
     # Ctrl-C: one line instead of a traceback, and 130, the status a shell gives a run it stopped.
     since = time.time() - 1  # file times may be rounded down to the second
