@@ -4,6 +4,7 @@ Everything runs on the CPU with tiny sizes; the whole file takes about a minute.
 """
 
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -17,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import lstm_stateful as ls  # noqa: E402  (first: it sets TensorFlow's log level before the import)
+import lstm_stateful as ls  # noqa: E402, I001  (first: it quiets TensorFlow before Keras loads)
+from helpers import dataset, parameters  # noqa: E402
 
 import keras  # noqa: E402
 
@@ -36,7 +38,10 @@ def expected_dataset(input_len, tsteps, lahead, batch_size, seed):
     y = np.array([noise[t - tsteps + 1 : t + 1].mean() for t in times])[:, None]
     n_train = int(0.8 * input_len) // batch_size * batch_size
     n_test = (input_len - n_train) - input_len % batch_size
-    return (x[:n_train], y[:n_train]), (x[n_train : n_train + n_test], y[n_train : n_train + n_test])
+    return (x[:n_train], y[:n_train]), (
+        x[n_train : n_train + n_test],
+        y[n_train : n_train + n_test],
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,10 +54,10 @@ def expected_dataset(input_len, tsteps, lahead, batch_size, seed):
         (30, 5, 1, 2, 2**32 - 1),  # the largest seed numpy takes
     ],
 )
-def test_build_dataset_matches_an_independent_computation(input_len, tsteps, lahead, batch_size, seed):
-    got = ls.build_dataset(input_len, tsteps, lahead, batch_size, seed)
+def test_the_data_matches_an_independent_computation(input_len, tsteps, lahead, batch_size, seed):
+    got = dataset(input_len, tsteps, lahead, batch_size, seed)
     want = expected_dataset(input_len, tsteps, lahead, batch_size, seed)
-    for got_array, want_array in zip([*got[0], *got[1]], [*want[0], *want[1]]):
+    for got_array, want_array in zip([*got[0], *got[1]], [*want[0], *want[1]], strict=True):
         assert got_array.shape == want_array.shape
         assert got_array.dtype == np.float64
     (x_train, y_train), (x_test, y_test) = got
@@ -64,8 +69,8 @@ def test_build_dataset_matches_an_independent_computation(input_len, tsteps, lah
     np.testing.assert_allclose(y_test, wy_test, rtol=0, atol=1e-16)
 
 
-def test_build_dataset_keeps_the_originals_sizes():
-    (x_train, y_train), (x_test, y_test) = ls.build_dataset(1000, 2, 1, 1, 1986)
+def test_the_data_keeps_the_originals_sizes():
+    (x_train, y_train), (x_test, y_test) = dataset(1000, 2, 1, 1, 1986)
     assert x_train.shape == (800, 1, 1) and y_train.shape == (800, 1)
     assert x_test.shape == (200, 1, 1) and y_test.shape == (200, 1)
     # np.random.seed(1986) then uniform(-0.1, 0.1): the original's very first input, after the
@@ -77,7 +82,7 @@ def test_build_dataset_keeps_the_originals_sizes():
 
 def test_split_sizes_agree_with_split_data():
     for input_len, batch_size in [(1000, 1), (53, 4), (97, 7), (10, 3)]:
-        (x_train, _), (x_test, _) = ls.build_dataset(input_len, 1, 1, batch_size, 0)
+        (x_train, _), (x_test, _) = dataset(input_len, 1, 1, batch_size, 0)
         assert ls.split_sizes(input_len, batch_size) == (len(x_train), len(x_test))
         assert len(x_train) % batch_size == 0 and len(x_test) % batch_size == 0
 
@@ -98,14 +103,24 @@ def test_stateless_floor_is_the_variance_of_the_unseen_inputs():
 def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys):
     out = tmp_path / "out"
     assert ls.main([*TINY, "--tsteps", "3", "--output-dir", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"input.png", "results.png", "loss.png", "metrics.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "input.png",
+        "results.png",
+        "loss.png",
+        "metrics.json",
+    }
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["backend"] == keras.backend.backend()
     assert metrics["params"] == {
-        "input_len": 60, "tsteps": 3, "lahead": 1, "batch_size": 1, "epochs": 2, "seed": 1986,
+        "input_len": 60,
+        "tsteps": 3,
+        "lahead": 1,
+        "batch_size": 1,
+        "epochs": 2,
+        "seed": 1986,
     }
     assert metrics["stateless_floor_mse"] == pytest.approx(2 * 0.01 / 27)
-    _, (_, y_test) = ls.build_dataset(60, 3, 1, 1, 1986)
+    _, (_, y_test) = dataset(60, 3, 1, 1, 1986)
     scored = {"stateful": y_test[2:], "stateless": y_test}  # the stateful score skips tsteps - 1
     for name in ("stateful", "stateless"):
         m = metrics[name]
@@ -131,7 +146,15 @@ def test_show_without_a_display_neither_fails_nor_warns(tmp_path, recwarn):
 def test_command_line_run(tmp_path):
     out = tmp_path / "cli"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "lstm_stateful.py"), *TINY, "--lahead", "2", "--output-dir", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "lstm_stateful.py"),
+            *TINY,
+            "--lahead",
+            "2",
+            "--output-dir",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -163,7 +186,10 @@ def test_command_line_run(tmp_path):
         (["--input-len", "1"], "leaves no training data"),
         (["--input-len", "10", "--batch-size", "8"], "leaves 0 test points"),
         (["--input-len", "20", "--tsteps", "5"], "--tsteps 5 needs at least 6"),
-        (["--sweep-lahead", "1", "2"], "--sweep-tsteps and --sweep-lahead only make sense with --sweep"),
+        (
+            ["--sweep-lahead", "1", "2"],
+            "--sweep-tsteps and --sweep-lahead only make sense with --sweep",
+        ),
         (["--sweep", "--sweep-tsteps", "0"], "argument --sweep-tsteps: must be a positive integer"),
     ],
 )
@@ -204,9 +230,18 @@ def test_bad_input_on_the_command_line(tmp_path):
 # ---------------------------------------------------------------- layouts
 def test_contiguous_layout_matches_an_independent_computation():
     input_len, tsteps, lahead, batch_size, seed = 83, 3, 2, 4, 21
-    (x_train, y_train), (x_test, y_test) = ls.build_dataset(input_len, tsteps, lahead, batch_size, seed, "contiguous")
-    (wx_train, wy_train), (wx_test, wy_test) = expected_dataset(input_len, tsteps, lahead, batch_size, seed)
-    for got, want in [(x_train, wx_train), (y_train, wy_train), (x_test, wx_test), (y_test, wy_test)]:
+    (x_train, y_train), (x_test, y_test) = dataset(
+        input_len, tsteps, lahead, batch_size, seed, "contiguous"
+    )
+    (wx_train, wy_train), (wx_test, wy_test) = expected_dataset(
+        input_len, tsteps, lahead, batch_size, seed
+    )
+    for got, want in [
+        (x_train, wx_train),
+        (y_train, wy_train),
+        (x_test, wx_test),
+        (y_test, wy_test),
+    ]:
         streams = len(want) // batch_size
         # row k * batch_size + i holds time step i * streams + k of the set
         order = [i * streams + k for k in range(streams) for i in range(batch_size)]
@@ -215,14 +250,18 @@ def test_contiguous_layout_matches_an_independent_computation():
 
 def test_contiguous_slot_continues_one_time_step_later():
     batch_size, lahead = 3, 2
-    (x_train, _), (x_test, _) = ls.build_dataset(64, 2, lahead, batch_size, 4, "contiguous")
+    (x_train, _), (x_test, _) = dataset(64, 2, lahead, batch_size, 4, "contiguous")
     noise = list(np.random.RandomState(4).uniform(-0.1, 0.1, 64 + 1))
     for x in (x_train, x_test):
         batches = x[:, 0, 0].reshape(-1, batch_size)  # the newest input of each sample
-        times = np.vectorize(noise.index)(batches)  # the noise is unique, so its value names its time
-        np.testing.assert_array_equal(times[1:], times[:-1] + 1)  # slot i of batch k+1: one step later
+        times = np.vectorize(noise.index)(
+            batches
+        )  # the noise is unique, so its value names its time
+        np.testing.assert_array_equal(
+            times[1:], times[:-1] + 1
+        )  # slot i of batch k+1: one step later
     # ...while the original layout moves each slot batch_size steps on
-    (x_train, _), _ = ls.build_dataset(64, 2, lahead, batch_size, 4, "interleaved")
+    (x_train, _), _ = dataset(64, 2, lahead, batch_size, 4, "interleaved")
     times = np.vectorize(noise.index)(x_train[:, 0, 0].reshape(-1, batch_size))
     np.testing.assert_array_equal(times[1:], times[:-1] + batch_size)
 
@@ -231,7 +270,9 @@ def test_layout_round_trip_restores_time_order():
     a = np.arange(24.0).reshape(24, 1)
     for batch_size in (1, 2, 3, 4, 6):
         for layout in ("interleaved", "contiguous"):
-            np.testing.assert_array_equal(ls.from_layout(ls.to_layout(a, batch_size, layout), batch_size, layout), a)
+            np.testing.assert_array_equal(
+                ls.from_layout(ls.to_layout(a, batch_size, layout), batch_size, layout), a
+            )
     np.testing.assert_array_equal(ls.to_layout(a, 3, "contiguous")[:4, 0], [0, 8, 16, 1])
 
 
@@ -242,9 +283,11 @@ def test_points_without_history_are_left_out_per_stream():
 
 
 def test_contiguous_run_scores_in_time_order():
-    params = dict(input_len=60, tsteps=2, lahead=1, batch_size=3, epochs=1, seed=8)
-    results = ls.experiment(**params, fast=True, layout="contiguous", verbose=0)
-    _, (_, y_test) = ls.build_dataset(60, 2, 1, 3, 8)  # interleaved rows are the time order
+    args = parameters(
+        input_len=60, tsteps=2, lahead=1, batch_size=3, epochs=1, seed=8, layout="contiguous"
+    )
+    results = ls.experiment(args, *ls.build_series(60, 2, 1, 8))
+    _, (_, y_test) = dataset(60, 2, 1, 3, 8)  # interleaved rows are the time order
     np.testing.assert_array_equal(results["expected"], y_test.flatten())
     residual = results["stateful"]["residual"]
     np.testing.assert_array_equal(np.isnan(residual), ls.without_history(12, 2, 3, "contiguous"))
@@ -253,7 +296,19 @@ def test_contiguous_run_scores_in_time_order():
 
 
 def test_interleaved_batches_print_what_the_state_carries(tmp_path, capsys):
-    ls.main(["--input-len", "40", "--epochs", "1", "--batch-size", "2", "--no-show", "--output-dir", str(tmp_path)])
+    ls.main(
+        [
+            "--input-len",
+            "40",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--no-show",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert "state carries the input from 2 steps back" in capsys.readouterr().out
     assert ls.interleaved_warning(1, "interleaved") is None
     assert ls.interleaved_warning(4, "contiguous") is None
@@ -261,9 +316,13 @@ def test_interleaved_batches_print_what_the_state_carries(tmp_path, capsys):
 
 def test_contiguous_needs_streams_as_long_as_tsteps(capsys):
     with pytest.raises(SystemExit) as stop:
-        ls.main(["--input-len", "20", "--batch-size", "4", "--tsteps", "3", "--layout", "contiguous"])
+        ls.main(
+            ["--input-len", "20", "--batch-size", "4", "--tsteps", "3", "--layout", "contiguous"]
+        )
     assert stop.value.code == 2
-    assert "--layout contiguous cuts the 4 test points into 4 streams of 1" in capsys.readouterr().err
+    assert (
+        "--layout contiguous cuts the 4 test points into 4 streams of 1" in capsys.readouterr().err
+    )
 
 
 # ---------------------------------------------------------------- figures and sweep
@@ -282,7 +341,19 @@ def test_figures_are_readable_images(tmp_path):
 
 
 def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
-    argv = ["--sweep", "--sweep-tsteps", "2", "1", "--sweep-lahead", "1", "3", "--input-len", "40", "--epochs", "1"]
+    argv = [
+        "--sweep",
+        "--sweep-tsteps",
+        "2",
+        "1",
+        "--sweep-lahead",
+        "1",
+        "3",
+        "--input-len",
+        "40",
+        "--epochs",
+        "1",
+    ]
     assert ls.main([*argv, "--no-show", "--output-dir", str(tmp_path)]) == 0
     sweep = json.loads((tmp_path / "sweep.json").read_text())
     pairs = [(c["tsteps"], c["lahead"]) for c in sweep["cells"]]
@@ -308,15 +379,28 @@ def test_interrupted_sweep_keeps_the_cells_done(tmp_path, monkeypatch, capsys):
     real_experiment = ls.experiment
     calls = []
 
-    def experiment_then_ctrl_c(**kwargs):
-        calls.append(kwargs)
+    def experiment_then_ctrl_c(args, *data):
+        calls.append(args)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_experiment(**kwargs)
+        return real_experiment(args, *data)
 
     monkeypatch.setattr(ls, "experiment", experiment_then_ctrl_c)
-    argv = ["--sweep", "--sweep-tsteps", "1", "2", "--sweep-lahead", "1", "--input-len", "40", "--epochs", "1"]
-    assert ls.main([*argv, "--no-show", "--output-dir", str(tmp_path)]) == 130  # as a shell reports Ctrl-C
+    argv = [
+        "--sweep",
+        "--sweep-tsteps",
+        "1",
+        "2",
+        "--sweep-lahead",
+        "1",
+        "--input-len",
+        "40",
+        "--epochs",
+        "1",
+    ]
+    assert (
+        ls.main([*argv, "--no-show", "--output-dir", str(tmp_path)]) == 130
+    )  # as a shell reports Ctrl-C
     sweep = json.loads((tmp_path / "sweep.json").read_text())  # valid JSON, not half-written
     assert [(c["tsteps"], c["lahead"]) for c in sweep["cells"]] == [(1, 1)]
     assert "Interrupted: 1 of 2 cells kept" in capsys.readouterr().out
@@ -335,16 +419,25 @@ def test_results_figure_puts_both_residuals_on_one_scale_with_the_floor():
     rng = np.random.RandomState(0)
     results = {"expected": rng.uniform(-0.1, 0.1, 50)}
     for name, size in (("stateful", 0.001), ("stateless", 0.05)):
-        results[name] = {"residual": rng.uniform(-size, size, 50), "test_mse": size**2, "loss": [1e-3, 1e-4], "val_loss": [1e-3, 2e-4]}
+        results[name] = {
+            "residual": rng.uniform(-size, size, 50),
+            "test_mse": size**2,
+            "loss": [1e-3, 1e-4],
+            "val_loss": [1e-3, 2e-4],
+        }
     fig = ls.plot_results(results, floor_mse=8e-4)
     _, stateful_ax, stateless_ax = fig.axes
     assert stateful_ax.get_ylim() == stateless_ax.get_ylim()  # the small residual looks small
     assert "1.00e-06" in stateful_ax.get_title() and "2.50e-03" in stateless_ax.get_title()
-    dashed = [line.get_ydata()[0] for line in stateless_ax.get_lines() if line.get_linestyle() == "--"]
+    dashed = [
+        line.get_ydata()[0] for line in stateless_ax.get_lines() if line.get_linestyle() == "--"
+    ]
     assert sorted(dashed) == pytest.approx([-np.sqrt(8e-4), np.sqrt(8e-4)])
     loss = ls.plot_loss(results, floor_mse=8e-4).axes[0]
     assert loss.get_yscale() == "log"
-    assert [line.get_ydata()[0] for line in loss.get_lines() if line.get_linestyle() == "--"] == [8e-4]
+    assert [line.get_ydata()[0] for line in loss.get_lines() if line.get_linestyle() == "--"] == [
+        8e-4
+    ]
 
 
 def test_claim_check():
@@ -359,7 +452,14 @@ def test_claim_check():
 def test_ctrl_c_on_the_command_line_keeps_the_sweep(tmp_path):
     import signal
 
-    command = [sys.executable, str(ROOT / "lstm_stateful.py"), "--sweep", "--sweep-tsteps", "1", "2"]
+    command = [
+        sys.executable,
+        str(ROOT / "lstm_stateful.py"),
+        "--sweep",
+        "--sweep-tsteps",
+        "1",
+        "2",
+    ]
     command += ["--sweep-lahead", "1", "2", "--input-len", "40", "--epochs", "1", "--no-show"]
     process = subprocess.Popen(
         [*command, "--output-dir", str(tmp_path)],
@@ -390,7 +490,10 @@ OTHER_BACKENDS = [b for b in ls.BACKENDS if b != keras.backend.backend()]
 def require(backend):
     if importlib.util.find_spec(backend) is None:
         if os.environ.get("LSTM_STATEFUL_ALL_BACKENDS") == "1":
-            pytest.fail(f"{backend} is not installed, and LSTM_STATEFUL_ALL_BACKENDS=1 asks for every backend")
+            pytest.fail(
+                f"{backend} is not installed, and LSTM_STATEFUL_ALL_BACKENDS=1 asks for every "
+                "backend"
+            )
         pytest.skip(f"{backend} is not installed")
 
 
@@ -402,13 +505,23 @@ def backend_env(backend):
 def test_the_state_tests_pass_on_every_other_backend(backend):
     require(backend)
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_state.py")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests" / "test_state.py"),
+        ],
         capture_output=True,
         text=True,
         env=backend_env(backend),
     )
     assert done.returncode == 0, done.stdout[-3000:]
-    assert " passed" in done.stdout.splitlines()[-1] and "skipped" not in done.stdout.splitlines()[-1]
+    assert (
+        " passed" in done.stdout.splitlines()[-1] and "skipped" not in done.stdout.splitlines()[-1]
+    )
 
 
 # Runs the command line as `python lstm_stateful.py` does, then reports which frameworks it loaded.
@@ -440,7 +553,8 @@ def test_command_line_runs_on_each_backend_and_loads_only_it(backend, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["backend"] == backend
     assert len(metrics["stateful"]["loss"]) == 2
-    # progress bars count to their real totals: 48 training steps an epoch (80% of 60), 12 to predict
+    # progress bars count to their real totals: 48 training steps an epoch (80% of 60), 12 to
+    # predict
     counts = [(int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+)(?!\d)", done.stdout)]
     assert (48, 48) in counts and (12, 12) in counts
     assert all(n <= total for n, total in counts), counts
@@ -450,28 +564,45 @@ def test_command_line_runs_on_each_backend_and_loads_only_it(backend, tmp_path):
     "backend, setup, message",
     [
         ("no-such-backend", "", "Keras cannot load the 'no-such-backend' backend"),
-        ("jax", "sys.modules['jax'] = None", "Keras cannot load the 'jax' backend"),  # as if not installed
+        (
+            "jax",
+            "sys.modules['jax'] = None",
+            "Keras cannot load the 'jax' backend",
+        ),  # as if not installed
         # Keras's numpy backend loads only where JAX is installed; either way, one line and status 2
         (
             "numpy",
             "",
-            "the Keras backend 'numpy' cannot train; set KERAS_BACKEND to one of tensorflow, jax, torch"
+            "the Keras backend 'numpy' cannot train; "
+            "set KERAS_BACKEND to one of tensorflow, jax, torch"
             if importlib.util.find_spec("jax")
             else "Keras cannot load the 'numpy' backend",
         ),
         # (the import's own log lines silenced: only the script's output is under test)
         (
             "tensorflow",
-            "import os; saved = os.dup(2); os.dup2(os.open(os.devnull, os.O_WRONLY), 2); import keras; os.dup2(saved, 2)"
+            "import os; saved = os.dup(2); os.dup2(os.open(os.devnull, os.O_WRONLY), 2)\n"
+            "import keras; os.dup2(saved, 2)"
             "\nkeras.version = lambda: '3.6.0'",
             "Keras 3.6.0 is too old: this script needs keras >= 3.7",
         ),
     ],
 )
 def test_a_backend_that_cannot_run_gets_one_line_and_status_2(backend, setup, message, tmp_path):
-    script = f"import runpy, sys\n{setup}\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+    script = (
+        f"import runpy, sys\n{setup}\n"
+        "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(ROOT / "lstm_stateful.py"), *TINY, "--output-dir", str(tmp_path / "out")],
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(ROOT / "lstm_stateful.py"),
+            *TINY,
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
         capture_output=True,
         text=True,
         env=backend_env(backend),
@@ -488,33 +619,69 @@ def test_a_backend_that_cannot_run_gets_one_line_and_status_2(backend, setup, me
     [
         ("tsteps", 0, "tsteps = 0 in the editable block: must be a positive integer, got 0"),
         ("lahead", -1, "lahead = -1 in the editable block: must be a positive integer, got -1"),
-        ("batch_size", 2.5, "batch_size = 2.5 in the editable block: must be a positive integer, got 2.5"),
+        (
+            "batch_size",
+            2.5,
+            "batch_size = 2.5 in the editable block: must be a positive integer, got 2.5",
+        ),
         ("epochs", 0, "epochs = 0 in the editable block: must be a positive integer"),
         ("input_len", True, "input_len = True in the editable block: must be a positive integer"),
         ("seed", -1, "seed = -1 in the editable block: must be between 0 and 2**32 - 1"),
-        ("layout", "contigous", "layout = 'contigous' in the editable block: must be one of interleaved, contiguous"),
+        (
+            "layout",
+            "contigous",
+            "layout = 'contigous' in the editable block: must be one of interleaved, contiguous",
+        ),
         ("show", "no", "show = 'no' in the editable block: must be True or False"),
         ("fast", 1, "fast = 1 in the editable block: must be True or False"),
         ("output_dir", None, "output_dir = None in the editable block: must be a folder name"),
-        ("sweep_tsteps", [], "sweep_tsteps = [] in the editable block: must be a list of positive integers"),
-        ("sweep_lahead", [1, 0], "sweep_lahead = [1, 0] in the editable block: must be a positive integer, got 0"),
+        (
+            "sweep_tsteps",
+            [],
+            "sweep_tsteps = [] in the editable block: must be a list of positive integers",
+        ),
+        (
+            "sweep_lahead",
+            [1, 0],
+            "sweep_lahead = [1, 0] in the editable block: must be a positive integer, got 0",
+        ),
     ],
 )
-def test_bad_values_in_the_editable_block_are_refused_like_flags(name, value, message, monkeypatch, tmp_path, capsys):
+def test_bad_values_in_the_editable_block_are_refused_like_flags(
+    name, value, message, monkeypatch, tmp_path, capsys
+):
     monkeypatch.setattr(ls, name, value)
     out = tmp_path / "never-made"
     with pytest.raises(SystemExit) as stop:
         ls.main(["--output-dir", str(out)] if name != "output_dir" else [])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and f": error: {message}" in err  # prog is pytest's in-process
+    assert (
+        len(err.splitlines()) == 1 and f": error: {message}" in err
+    )  # prog is pytest's in-process
     assert "Traceback" not in err and not out.exists()
 
 
-def test_every_parameter_of_the_block_is_checked():
-    block = {name for name in vars(ls) if name.islower() and not name.startswith("_") and not callable(getattr(ls, name))}
-    block -= {"argparse", "contextlib", "json", "logging", "os", "sys", "time", "plt", "np", "pd", "keras", "backend_registry"}
-    assert block == set(ls.CHECKS)  # a new constant in the block needs its check
+def test_every_value_of_the_block_is_a_flag_with_its_comment_as_help():
+    values = {
+        name for name, value in vars(ls).items() if name.islower() and not name.startswith("_")
+    }
+    values -= {
+        name
+        for name in values
+        if callable(getattr(ls, name)) or inspect.ismodule(getattr(ls, name))
+    }
+    values -= {"backend_registry"}  # imported from matplotlib
+    assert values == set(ls.PARAMETERS)  # every module-level value is a parameter of the block
+    help_text = " ".join(ls.make_parser().format_help().split())  # argparse wraps the lines
+    source = (ROOT / "lstm_stateful.py").read_text()
+    for name, kind in ls.PARAMETERS.items():
+        comment = re.search(rf"^{name}: [^=]+= .+  # (.+)$", source, re.MULTILINE).group(1)
+        default = f"(default: {getattr(ls, name)})"
+        flag = "--" + name.replace("_", "-")
+        assert re.search(rf"{flag}\b.* {re.escape(comment)} {re.escape(default)}", help_text), name
+        if kind is bool:
+            assert f"--no-{flag[2:]}" in help_text
 
 
 def edited_script(tmp_path, *edits):
@@ -529,23 +696,45 @@ def edited_script(tmp_path, *edits):
 
 
 def test_an_edited_block_is_checked_and_used_on_the_command_line(tmp_path):
-    bad = edited_script(tmp_path, ("\ntsteps = 2\n", "\ntsteps = 0\n"))
+    bad = edited_script(tmp_path, ("\ntsteps: int = 2 ", "\ntsteps: int = 0 "))
     done = subprocess.run([sys.executable, str(bad)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        "lstm_stateful.py: error: tsteps = 0 in the editable block: must be a positive integer, got 0"
+        "lstm_stateful.py: error: tsteps = 0 in the editable block: "
+        "must be a positive integer, got 0"
     ]
     good = edited_script(
         tmp_path,
-        ("\ninput_len = 1000 ", "\ninput_len = 50 "),
-        ("\nepochs = 10\n", "\nepochs = 1\n"),
-        ("\nlahead = 1 ", "\nlahead = 3 "),
-        ('\noutput_dir = "outputs"', '\noutput_dir = "edited"'),
-        ("\nshow = True ", "\nshow = False "),
+        ("\ninput_len: int = 1000 ", "\ninput_len: int = 50 "),
+        ("\nepochs: int = 10 ", "\nepochs: int = 1 "),
+        (
+            "\nlahead: int = 1  # input window the LSTM sees for each output point\n",
+            "\nlahead: int = 3  # how far back the LSTM looks\n",
+        ),
+        ('\noutput_dir: str = "outputs"', '\noutput_dir: str = "edited"'),
+        ("\nshow: bool = True ", "\nshow: bool = False "),
+    )
+    # the flags follow the edited block: its values are their defaults, its comments their help
+    shown = subprocess.run(
+        [sys.executable, str(good), "--help"], capture_output=True, text=True, check=True
+    )
+    help_text = " ".join(shown.stdout.split())
+    assert "--epochs EPOCHS training epochs of each model (default: 1)" in help_text
+    assert "--lahead LAHEAD how far back the LSTM looks (default: 3)" in help_text
+    assert (
+        "--show, --no-show open the figures at the end, where a display exists (default: False)"
+        in help_text
     )
     subprocess.run([sys.executable, str(good)], capture_output=True, cwd=tmp_path, check=True)
     metrics = json.loads((tmp_path / "edited" / "metrics.json").read_text())
-    assert metrics["params"] == {"input_len": 50, "tsteps": 2, "lahead": 3, "batch_size": 1, "epochs": 1, "seed": 1986}
+    assert metrics["params"] == {
+        "input_len": 50,
+        "tsteps": 2,
+        "lahead": 3,
+        "batch_size": 1,
+        "epochs": 1,
+        "seed": 1986,
+    }
 
 
 # ---------------------------------------------------------------- memory
@@ -558,7 +747,8 @@ def test_data_too_large_for_memory_is_refused_before_work(tmp_path, capsys):
     data = 6 * (1000 + 99999) * 100000 * 8 / 2**30  # six float64 copies of the window view
     activations = 1 * 100000 * 640 / 2**30  # batch x window steps x 640 bytes
     assert (
-        f"--input-len 1000, --lahead 100000 and --batch-size 1 need about {data + activations:.1f} GiB "
+        "--input-len 1000, --lahead 100000 and --batch-size 1 need about "
+        f"{data + activations:.1f} GiB "
         f"({data:.1f} GiB of data, {activations:.1f} GiB of LSTM activations)"
     ) in err
     assert "lower --lahead or --input-len" in err and "Traceback" not in err
@@ -592,7 +782,14 @@ def test_ctrl_c_in_a_normal_run_gives_one_line_and_status_130(tmp_path):
 
     (tmp_path / "metrics.json").write_text("{}")  # an earlier run's file: kept, and not claimed
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "lstm_stateful.py"), "--input-len", "3000", "--no-fast", "--no-show"]
+        [
+            sys.executable,
+            str(ROOT / "lstm_stateful.py"),
+            "--input-len",
+            "3000",
+            "--no-fast",
+            "--no-show",
+        ]
         + ["--output-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -632,7 +829,10 @@ def test_ctrl_c_in_process_names_what_was_written(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(ls, "finish_figures", figures_then_ctrl_c)
     assert ls.main([*TINY, "--output-dir", str(tmp_path)]) == 130
-    assert f"Interrupted: input.png, metrics.json written to {tmp_path} by this run" in capsys.readouterr().out
+    assert (
+        f"Interrupted: input.png, metrics.json written to {tmp_path} by this run"
+        in capsys.readouterr().out
+    )
 
 
 def test_ctrl_c_while_keras_loads_gives_one_line_and_status_130(tmp_path):
@@ -648,7 +848,14 @@ def test_ctrl_c_while_keras_loads_gives_one_line_and_status_130(tmp_path):
         "runpy.run_path(sys.argv[0], run_name='__main__')\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(ROOT / "lstm_stateful.py"), "--output-dir", str(tmp_path / "out")],
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(ROOT / "lstm_stateful.py"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
         capture_output=True,
         text=True,
     )

@@ -12,7 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lstm_stateful as ls  # noqa: E402  (first: it sets TensorFlow's log level before the import)
+import lstm_stateful as ls  # noqa: E402, I001  (first: it quiets TensorFlow before Keras loads)
+from helpers import dataset, parameters  # noqa: E402
 
 import keras  # noqa: E402
 
@@ -23,7 +24,9 @@ def lstm_state(model):
 
 def stateful_model(batch_size=1, lahead=1, fast=False, steps_per_epoch=None, seed=0):
     keras.utils.set_random_seed(seed)
-    return ls.create_model(True, batch_size, lahead, fast, steps_per_epoch)
+    return ls.create_model(
+        True, batch_size, lahead, ls.speed_settings(fast, lahead, steps_per_epoch)
+    )
 
 
 def test_stateful_model_carries_state_and_reset_clears_it():
@@ -40,7 +43,9 @@ def test_stateful_model_carries_state_and_reset_clears_it():
 
 def test_stateless_model_forgets_between_batches():
     keras.utils.set_random_seed(0)
-    model = ls.create_model(stateful=False, batch_size=1, lahead=1)
+    model = ls.create_model(
+        stateful=False, batch_size=1, lahead=1, speed=ls.speed_settings(False, 1)
+    )
     x = np.full((1, 1, 1), 0.1)
     np.testing.assert_array_equal(model.predict_on_batch(x), model.predict_on_batch(x))
 
@@ -59,15 +64,17 @@ def test_predict_carries_state_from_batch_to_batch():
     one_by_one = np.concatenate([model.predict_on_batch(x[i : i + 1]) for i in range(6)])
     after_one_by_one = lstm_state(model)
     ls.reset_states(model)
-    np.testing.assert_allclose(ls.predict(model, x, batch_size=1, verbose=0), one_by_one, rtol=1e-5, atol=1e-7)
-    for a, b in zip(lstm_state(model), after_one_by_one):
+    np.testing.assert_allclose(
+        model.predict(x, batch_size=1, verbose=0), one_by_one, rtol=1e-5, atol=1e-7
+    )
+    for a, b in zip(lstm_state(model), after_one_by_one, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("fast", [False, True])
 def test_fit_carries_state_through_training_and_validation(fast):
     """The state after fit is the one the last batch left; validation continues from it."""
-    (x_train, y_train), (x_test, y_test) = ls.build_dataset(60, 2, 1, 1, 5)
+    (x_train, y_train), (x_test, y_test) = dataset(60, 2, 1, 1, 5)
     steps = len(x_train)
 
     def fit(validation):
@@ -86,43 +93,53 @@ def test_fit_carries_state_through_training_and_validation(fast):
     assert not np.allclose(lstm_state(trained)[1], state_after_training[1])
 
     validated = fit(validation=True)
-    for a, b in zip(trained.trainable_variables, validated.trainable_variables):
+    for a, b in zip(trained.trainable_variables, validated.trainable_variables, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     # validation ran on from the training state: evaluate the same data from that state
-    for variable, value in zip(trained.layers[0].states, state_after_training):
+    for variable, value in zip(trained.layers[0].states, state_after_training, strict=True):
         variable.assign(value)
     trained.evaluate(x_test, y_test, batch_size=1, verbose=0)
-    for a, b in zip(lstm_state(validated), lstm_state(trained)):
+    for a, b in zip(lstm_state(validated), lstm_state(trained), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert not np.allclose(lstm_state(validated)[1], state_after_training[1])  # validation moved it
 
 
 def test_fused_steps_carry_state_exactly_as_single_steps():
     """fast runs many batches per compiled call; the weights and the state must not notice."""
-    (x_train, y_train), _ = ls.build_dataset(120, 3, 3, 2, 5)
+    (x_train, y_train), _ = dataset(120, 3, 3, 2, 5)
 
     def train(steps_per_execution=None, fast=True):
         model = stateful_model(batch_size=2, lahead=3, fast=fast, seed=3)
         if steps_per_execution:
-            model.steps_per_execution = steps_per_execution  # the same compiled step, called per batch
+            model.steps_per_execution = (
+                steps_per_execution  # the same compiled step, called per batch
+            )
         model.fit(x_train, y_train, batch_size=2, epochs=1, verbose=0, shuffle=False)
         return [*model.get_weights(), *lstm_state(model)]
 
     fused, one_at_a_time = train(), train(steps_per_execution=1)
-    spe = ls.create_model(True, 2, 3, fast=True).steps_per_execution
-    assert spe == (1 if keras.backend.backend() == "torch" else ls.STEPS_PER_EXECUTION)  # Keras: 1 on PyTorch
-    for a, b in zip(fused, one_at_a_time):
+    spe = ls.create_model(True, 2, 3, ls.speed_settings(True, 3)).steps_per_execution
+    assert spe == (
+        1 if keras.backend.backend() == "torch" else ls.STEPS_PER_EXECUTION
+    )  # Keras: 1 on PyTorch
+    for a, b in zip(fused, one_at_a_time, strict=True):
         assert np.any(a != 0)
         np.testing.assert_array_equal(a, b)
     # --no-fast also loops over the window instead of unrolling it: float32 rounding may differ
-    for a, b in zip(fused, train(fast=False)):
+    for a, b in zip(fused, train(fast=False), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
     def scores(seed):
-        results = ls.experiment(60, 2, 1, 1, 2, seed, fast=True, verbose=0)
-        return [results[m][k] for m in ("stateful", "stateless") for k in ("test_mse", "loss", "val_loss")]
+        results = ls.experiment(
+            parameters(input_len=60, epochs=2, seed=seed), *ls.build_series(60, 2, 1, seed)
+        )
+        return [
+            results[m][k]
+            for m in ("stateful", "stateless")
+            for k in ("test_mse", "loss", "val_loss")
+        ]
 
     first = scores(11)
     assert scores(11) == first  # bit for bit
@@ -131,7 +148,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
 
 def test_steps_per_call_divide_the_epoch_so_progress_bars_end_at_their_totals():
     def steps(steps_per_epoch, fast=True):
-        return ls.speed_settings(fast, 1, steps_per_epoch)[1]["steps_per_execution"]
+        return ls.speed_settings(fast, 1, steps_per_epoch)["steps_per_execution"]
 
     if keras.backend.backend() == "torch":  # Keras runs one step per call on PyTorch
         assert steps(800) == steps(1500) == 1
@@ -141,3 +158,30 @@ def test_steps_per_call_divide_the_epoch_so_progress_bars_end_at_their_totals():
     assert steps(1499) == 1  # a prime: one step per call, as --no-fast
     assert steps(800, fast=False) == 1
     assert steps(None) == ls.STEPS_PER_EXECUTION
+
+
+def test_experiment_fits_the_stateful_model_one_epoch_at_a_time_from_a_reset_state(monkeypatch):
+    """The original's two procedures: the stateful model gets one fit per epoch and a reset after
+    each, so every fit and the prediction start from zeros; the stateless one gets one fit."""
+    calls = []
+
+    def recorded(method):
+        real = getattr(keras.Model, method)
+
+        def call(model, *args, **kwargs):
+            lstm = model.layers[0]
+            zeros = lstm.stateful and all(not np.any(s) for s in lstm_state(model))
+            calls.append((method, lstm.stateful, kwargs.get("epochs"), zeros))
+            return real(model, *args, **kwargs)
+
+        return call
+
+    for method in ("fit", "predict"):
+        monkeypatch.setattr(keras.Model, method, recorded(method))
+    ls.experiment(parameters(input_len=60, epochs=3), *ls.build_series(60, 2, 1, 1986))
+    assert calls == [
+        *[("fit", True, 1, True)] * 3,
+        ("predict", True, None, True),
+        ("fit", False, 3, False),
+        ("predict", False, None, False),
+    ]
