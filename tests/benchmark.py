@@ -1,8 +1,8 @@
 """Benchmark: lstm_stateful.py with and without its speed-ups (--fast / --no-fast), per backend.
 
-    python tests/benchmark.py              # whole runs, alternating, 3 of each: wall time, RSS, MSEs
+    python tests/benchmark.py              # whole runs, alternating, 3 of each: time, RSS, MSEs
     python tests/benchmark.py --repeats 5
-    python tests/benchmark.py --backends tensorflow jax torch --original   # every backend, and Keras 2
+    python tests/benchmark.py --backends tensorflow jax torch --original  # all, and Keras 2
     python tests/benchmark.py --breakdown  # where the time of one run of each mode goes
 
 --backends names the Keras backends to run on (each must be installed; default: the one Keras
@@ -28,9 +28,11 @@ MODES = ("--fast", "--no-fast")
 
 
 def one_run(command, env, output_dir):
-    """Run one command as its own process; wall seconds, peak RSS (MiB) and metrics.json if written."""
+    """Run one command in a process of its own: wall seconds, peak RSS (MiB), any metrics.json."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=output_dir)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=output_dir
+    )
     _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory, not all children's
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -51,7 +53,7 @@ def configurations(backends, modes, original, extra):
             command = [sys.executable, str(SCRIPT), mode, "--no-show", "--output-dir", ".", *extra]
             runs.append((f"{backend} {mode}", command, {**os.environ, "KERAS_BACKEND": backend}))
     if original:
-        # Keras 2 runs on TensorFlow; MPLBACKEND=Agg: its plt.show() would wait for a window to close
+        # Keras 2 runs on TensorFlow; MPLBACKEND=Agg: its plt.show() would wait for a window
         env = {**os.environ, "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3"}
         runs.append(("Keras 2 original", [sys.executable, str(ORIGINAL)], env))
     return runs
@@ -62,30 +64,48 @@ def compare(repeats, backends, modes, original, extra):
     results = {label: [] for label, _, _ in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
-            for n, (label, command, env) in enumerate(runs):  # alternate: a slow spell hits every kind
+            for n, (label, command, env) in enumerate(
+                runs
+            ):  # alternate: a slow spell hits every kind
                 output_dir = os.path.join(tmp, f"{n}-{i}")
                 os.makedirs(output_dir)
                 seconds, rss, metrics = one_run(command, env, output_dir)
                 results[label].append((seconds, rss, metrics))
-                print(f"run {i + 1}/{repeats} {label:<22} {seconds:6.1f} s  {rss:6.0f} MiB", flush=True)
+                print(
+                    f"run {i + 1}/{repeats} {label:<22} {seconds:6.1f} s  {rss:6.0f} MiB",
+                    flush=True,
+                )
 
     print()
-    print(f"{'run':<22} {'median s':>9} {'peak RSS MiB':>13} {'stateful MSE (R²)':>20} {'stateless MSE (R²)':>20}")
+    print(
+        f"{'run':<22} {'median s':>9} {'peak RSS MiB':>13} "
+        f"{'stateful MSE (R²)':>20} {'stateless MSE (R²)':>20}"
+    )
     medians = {}
     for label, _, _ in runs:
         medians[label] = statistics.median(seconds for seconds, _, _ in results[label])
         peak = max(rss for _, rss, _ in results[label])
         metrics = results[label][0][2]
-        scores = ["" if metrics is None else f"{metrics[m]['test_mse']:.4e} ({metrics[m]['r2']:.3f})" for m in ("stateful", "stateless")]
+        scores = [
+            "" if metrics is None else f"{metrics[m]['test_mse']:.4e} ({metrics[m]['r2']:.3f})"
+            for m in ("stateful", "stateless")
+        ]
         print(f"{label:<22} {medians[label]:>9.1f} {peak:>13.0f} {scores[0]:>20} {scores[1]:>20}")
     for label, _, _ in runs:  # the same seed must give the same numbers every time
-        mses = {(m["stateful"]["test_mse"], m["stateless"]["test_mse"]) for _, _, m in results[label] if m}
+        mses = {
+            (m["stateful"]["test_mse"], m["stateless"]["test_mse"])
+            for _, _, m in results[label]
+            if m
+        }
         if len(mses) > 1:
             print(f"WARNING: {label} gave different MSEs across repeats: {sorted(mses)}")
     print()
     if original:
         for label, _, _ in runs[:-1]:
-            print(f"{label}: {medians['Keras 2 original'] / medians[label]:.2f}x as fast as the Keras 2 original")
+            print(
+                f"{label}: {medians['Keras 2 original'] / medians[label]:.2f}x "
+                "as fast as the Keras 2 original"
+            )
     for backend in backends:
         if len(modes) == 2:
             fast, slow = results[f"{backend} --fast"][0][2], results[f"{backend} --no-fast"][0][2]
@@ -145,14 +165,17 @@ t = time.perf_counter()
 ls.main([*sys.argv[2:], "--no-show"])
 times["main"] = time.perf_counter() - t
 # each model's first epoch also traces and compiles its train and test functions
-first = [next(e for e in epochs if e[0] == model) for model in dict.fromkeys(m for m, _, _ in epochs)]
+models = dict.fromkeys(m for m, _, _ in epochs)
+first = [next(e for e in epochs if e[0] == model) for model in models]
 steady_train = statistics.median(e[1] for e in epochs if e not in first)
 steady_val = statistics.median(e[2] for e in epochs if e not in first)
-times["compilation (first epoch's extra)"] = sum(e[1] - steady_train + e[2] - steady_val for e in first)
+compilation = sum(e[1] - steady_train + e[2] - steady_val for e in first)
+times["compilation (first epoch's extra)"] = compilation
 times["training steps"] = sum(e[1] for e in epochs) - sum(e[1] - steady_train for e in first)
 times["validation"] = sum(e[2] for e in epochs) - sum(e[2] - steady_val for e in first)
+measured = ("compilation (first epoch's extra)", "training steps", "validation", "prediction")
 times["other (data, printing, Keras set-up)"] = times["main"] - sum(
-    times[k] for k in ("compilation (first epoch's extra)", "training steps", "validation", "prediction", "plotting")
+    times[k] for k in (*measured, "plotting")
 )
 print(json.dumps(times))
 """
@@ -164,7 +187,16 @@ def breakdown(extra):
         for mode in MODES:
             start = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-c", PROFILE, str(SCRIPT.parent), mode, "--output-dir", tmp, *extra],
+                [
+                    sys.executable,
+                    "-c",
+                    PROFILE,
+                    str(SCRIPT.parent),
+                    mode,
+                    "--output-dir",
+                    tmp,
+                    *extra,
+                ],
                 capture_output=True,
                 text=True,
             )
@@ -188,22 +220,41 @@ def breakdown(extra):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3, help="whole runs of each kind")
-    parser.add_argument("--backends", nargs="+", default=[os.environ.get("KERAS_BACKEND", "tensorflow")])
-    parser.add_argument("--modes", nargs="+", choices=("fast", "no-fast"), default=["fast", "no-fast"])
-    parser.add_argument("--original", action="store_true", help="also time the Keras 2 original (needs tf_keras)")
-    parser.add_argument("--breakdown", action="store_true", help="time the phases of one run of each mode")
+    parser.add_argument(
+        "--backends", nargs="+", default=[os.environ.get("KERAS_BACKEND", "tensorflow")]
+    )
+    parser.add_argument(
+        "--modes", nargs="+", choices=("fast", "no-fast"), default=["fast", "no-fast"]
+    )
+    parser.add_argument(
+        "--original", action="store_true", help="also time the Keras 2 original (needs tf_keras)"
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="time the phases of one run of each mode"
+    )
     parser.add_argument("extra", nargs="*", help="arguments for lstm_stateful.py, after --")
     args = parser.parse_args()
     for name in [*args.backends, *(["tf_keras"] if args.original else [])]:
         if importlib.util.find_spec(name) is None:
             parser.error(f"{name} is not installed")
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, script {SCRIPT.name} {' '.join(args.extra)}")
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores, "
+        f"script {SCRIPT.name} {' '.join(args.extra)}"
+    )
     if args.breakdown:
         breakdown(args.extra)
     else:
-        compare(args.repeats, args.backends, [f"--{mode}" for mode in args.modes], args.original, args.extra)
+        compare(
+            args.repeats,
+            args.backends,
+            [f"--{mode}" for mode in args.modes],
+            args.original,
+            args.extra,
+        )
 
 
 if __name__ == "__main__":
