@@ -524,25 +524,26 @@ def test_the_state_tests_pass_on_every_other_backend(backend):
     )
 
 
-# Runs the command line as `python lstm_stateful.py` does, then reports which frameworks it loaded.
-RUN_AND_LIST_FRAMEWORKS = """
-import runpy, sys
-sys.argv = sys.argv[1:]  # as if run as `python lstm_stateful.py ...`
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-finally:
-    print("LOADED", sorted(m for m in ("tensorflow", "jax", "torch") if sys.modules.get(m)))
-"""
+def run_as_command_line(*args, before="pass", after="pass", **kwargs):
+    """Run lstm_stateful.py as `python lstm_stateful.py ARGS` does, in a process that runs the
+    Python line `before` first and the line `after` last (even after an error)."""
+    script = (
+        f"import runpy, sys\n{before}\n"
+        "sys.argv = sys.argv[1:]  # as if run as `python lstm_stateful.py ...`\n"
+        f"try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nfinally:\n    {after}\n"
+    )
+    command = [sys.executable, "-c", script, str(ROOT / "lstm_stateful.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, **kwargs)
 
 
 @pytest.mark.parametrize("backend", ls.BACKENDS)
 def test_command_line_runs_on_each_backend_and_loads_only_it(backend, tmp_path):
     require(backend)
-    command = [sys.executable, "-c", RUN_AND_LIST_FRAMEWORKS, str(ROOT / "lstm_stateful.py"), *TINY]
-    done = subprocess.run(
-        [*command, "--output-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
+    done = run_as_command_line(
+        *TINY,
+        "--output-dir",
+        str(tmp_path),
+        after=f"print('LOADED', sorted(m for m in {ls.BACKENDS} if sys.modules.get(m)))",
         cwd=tmp_path,
         env=backend_env(backend),
     )
@@ -589,23 +590,8 @@ def test_command_line_runs_on_each_backend_and_loads_only_it(backend, tmp_path):
     ],
 )
 def test_a_backend_that_cannot_run_gets_one_line_and_status_2(backend, setup, message, tmp_path):
-    script = (
-        f"import runpy, sys\n{setup}\n"
-        "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')"
-    )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            str(ROOT / "lstm_stateful.py"),
-            *TINY,
-            "--output-dir",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        env=backend_env(backend),
+    done = run_as_command_line(
+        *TINY, "--output-dir", str(tmp_path / "out"), before=setup, env=backend_env(backend)
     )
     assert done.returncode == 2
     assert done.stderr.startswith("lstm_stateful.py: error: ") and message in done.stderr
@@ -837,28 +823,14 @@ def test_ctrl_c_in_process_names_what_was_written(tmp_path, monkeypatch, capsys)
 
 def test_ctrl_c_while_keras_loads_gives_one_line_and_status_130(tmp_path):
     # Ctrl-C at the moment `import keras` runs, simulated by an import hook that raises it
-    script = (
-        "import runpy, sys\n"
+    hook = (
         "class CtrlC:\n"
         "    def find_spec(self, name, *args):\n"
         "        if name == 'keras':\n"
         "            raise KeyboardInterrupt\n"
-        "sys.meta_path.insert(0, CtrlC())\n"
-        "sys.argv = sys.argv[1:]\n"
-        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "sys.meta_path.insert(0, CtrlC())"
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            str(ROOT / "lstm_stateful.py"),
-            "--output-dir",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = run_as_command_line("--output-dir", str(tmp_path / "out"), before=hook)
     assert done.returncode == 130
     assert done.stdout == "Interrupted while loading Keras: nothing written\n"
     assert done.stderr == "" and not (tmp_path / "out").exists()
