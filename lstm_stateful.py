@@ -974,7 +974,20 @@ def check_of(name):
         return seed_int  # the one number that may be 0
     if typing.get_origin(kind) is Literal:
         return one_of(typing.get_args(kind))
-    return {int: positive_int, bool: switch, str: folder, list[int]: grid}[kind]
+    checks = {int: positive_int, bool: switch, str: folder, list[int]: grid}
+    return checks.get(kind, unknown_type(kind))
+
+
+def unknown_type(kind):
+    """The check of a type edited into the block that the script cannot check: always refuses."""
+
+    def refuse(value):
+        raise argparse.ArgumentTypeError(
+            f"the type {getattr(kind, '__name__', kind)} is not one this script can check; "
+            f"keep the line's type (int, bool, str, list[int] or Literal[...]) and change its value"
+        )
+
+    return refuse
 
 
 def check_editable_block(parser):

@@ -689,6 +689,14 @@ def test_an_edited_block_is_checked_and_used_on_the_command_line(tmp_path):
         "lstm_stateful.py: error: tsteps = 0 in the editable block: "
         "must be a positive integer, got 0"
     ]
+    retyped = edited_script(tmp_path, ("\ntsteps: int = 2 ", "\ntsteps: float = 2.5 "))
+    done = subprocess.run([sys.executable, str(retyped)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "lstm_stateful.py: error: tsteps = 2.5 in the editable block: the type float is not one "
+        "this script can check; keep the line's type (int, bool, str, list[int] or Literal[...]) "
+        "and change its value"
+    ]
     good = edited_script(
         tmp_path,
         ("\ninput_len: int = 1000 ", "\ninput_len: int = 50 "),
