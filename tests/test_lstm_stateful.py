@@ -24,7 +24,17 @@ from helpers import dataset, parameters  # noqa: E402
 import keras  # noqa: E402
 
 TINY = ["--input-len", "60", "--epochs", "2", "--no-show"]
-METRIC_KEYS = {"test_mse", "r2", "converged", "loss", "val_loss", "seconds"}
+METRIC_KEYS = {
+    "test_mse",
+    "r2",
+    "floor_mse",
+    "recovered",
+    "converged",
+    "loss",
+    "val_loss",
+    "seconds",
+}
+POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and preexec_fn")
 
 
 # ---------------------------------------------------------------- data
@@ -120,20 +130,27 @@ def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys):
         "seed": 1986,
     }
     assert metrics["stateless_floor_mse"] == pytest.approx(2 * 0.01 / 27)
-    _, (_, y_test) = dataset(60, 3, 1, 1, 1986)
-    scored = {"stateful": y_test[2:], "stateless": y_test}  # the stateful score skips tsteps - 1
+    _, (x_test, y_test) = expected_dataset(60, 3, 1, 1, 1986)
+    # the best guess without state: the one input the window shows, a third of the average
+    floor_errors = (y_test[:, 0] - x_test[:, 0, 0] / 3) ** 2
+    scored = {"stateful": slice(2, None), "stateless": slice(None)}  # stateful skips tsteps - 1
     for name in ("stateful", "stateless"):
         m = metrics[name]
         assert set(m) == METRIC_KEYS
         assert len(m["loss"]) == len(m["val_loss"]) == 2
         assert m["test_mse"] > 0 and m["seconds"] > 0
-        assert m["r2"] == pytest.approx(1 - m["test_mse"] / np.var(scored[name]), rel=1e-12)
-        assert m["converged"] == (m["r2"] >= 0.8)
+        y = y_test[scored[name]]
+        assert m["r2"] == pytest.approx(1 - m["test_mse"] / np.var(y), rel=1e-12)
+        assert m["floor_mse"] == pytest.approx(floor_errors[scored[name]].mean(), rel=1e-12)
+        assert m["recovered"] == pytest.approx(1 - m["test_mse"] / m["floor_mse"], rel=1e-12)
+        assert m["converged"] == (m["recovered"] >= 0.5)
     printed = capsys.readouterr().out
     assert "STATELESS LSTM WILL NOT CONVERGE" in printed
     assert "Epoch 2 / 2" in printed
     assert f"{metrics['stateful']['test_mse']:.2e}" in printed
     assert "example's claim" in printed
+    floor = metrics["stateless"]["floor_mse"]
+    assert f"{floor:.2e} on this test set, {metrics['stateless_floor_mse']:.2e} expected" in printed
     assert f"Keras {keras.version()} on {keras.backend.backend()}; seed 1986" in printed
 
 
@@ -438,6 +455,34 @@ def test_results_figure_puts_both_residuals_on_one_scale_with_the_floor():
     assert [line.get_ydata()[0] for line in loss.get_lines() if line.get_linestyle() == "--"] == [
         8e-4
     ]
+
+
+@pytest.mark.parametrize(
+    "tsteps, lahead", [(2, 1), (4, 1), (4, 3), (6, 5), (8, 7), (8, 1), (3, 3), (2, 5)]
+)
+def test_a_model_at_its_floor_never_converges(tsteps, lahead):
+    """The verdict, for any tsteps and lahead: a model that predicts exactly what a model without
+    state can know sits at the floor and never converges (where lahead / tsteps >= 0.8 its R² is
+    above 0.8, which the old rule took for converged); a model that also recovers most of what
+    the window cannot show converges; with lahead >= tsteps there is no floor, and R² decides."""
+    _, (x_test, y_test) = expected_dataset(1000, tsteps, lahead, 1, 11)
+    expected, window = y_test[:, 0], x_test[:, :, 0]
+    best_without_state = expected if lahead >= tsteps else window.sum(1) / tsteps
+    none_skipped = np.zeros(len(expected), dtype=bool)
+    at_floor = ls.score(expected, best_without_state, best_without_state, none_skipped)
+    if lahead >= tsteps:
+        assert at_floor["recovered"] is None and at_floor["converged"]  # it is the target itself
+        noisy = expected + np.random.RandomState(0).normal(0, 0.6 * expected.std(), len(expected))
+        assert not ls.score(expected, noisy, best_without_state, none_skipped)["converged"]
+        return
+    assert at_floor["recovered"] == 0 and not at_floor["converged"]
+    if lahead / tsteps >= 0.8:
+        assert at_floor["r2"] > 0.8  # what the old rule, R² >= 0.8, called converged
+    unseen = expected - best_without_state  # what the window cannot show
+    for recovered, verdict in ((0.45, False), (0.55, True), (1.0, True)):
+        model = expected - np.sqrt(1 - recovered) * unseen  # MSE: (1 - recovered) x the floor
+        m = ls.score(expected, model, best_without_state, none_skipped)
+        assert m["recovered"] == pytest.approx(recovered) and m["converged"] == verdict
 
 
 def test_claim_check():

@@ -160,6 +160,25 @@ def test_steps_per_call_divide_the_epoch_so_progress_bars_end_at_their_totals():
     assert steps(None) == ls.STEPS_PER_EXECUTION
 
 
+@pytest.mark.parametrize(
+    "tsteps, lahead, stateless_converges", [(2, 1, False), (3, 1, False), (2, 2, True)]
+)
+def test_the_point_only_the_stateful_model_sees_past_its_window(
+    tsteps, lahead, stateless_converges
+):
+    """The example's claim, judged by the script's own rule, in small runs: with lahead < tsteps
+    the stateful model recovers most of what the window cannot show while the stateless one stays
+    at its floor; with lahead >= tsteps both fit."""
+    args = parameters(input_len=500, epochs=3, tsteps=tsteps, lahead=lahead)
+    results = ls.experiment(args, *ls.build_series(500, tsteps, lahead, args.seed))
+    stateful, stateless = results["stateful"], results["stateless"]
+    assert stateful["converged"] and stateless["converged"] == stateless_converges
+    if not stateless_converges:
+        assert stateful["recovered"] > 0.6  # well past the verdict's 0.5
+        assert abs(stateless["recovered"]) < 0.15  # at its floor, give or take the test set
+        assert stateful["test_mse"] < 0.5 * ls.stateless_floor_mse(tsteps, lahead)
+
+
 def test_experiment_fits_the_stateful_model_one_epoch_at_a_time_from_a_reset_state(monkeypatch):
     """The original's two procedures: the stateful model gets one fit per epoch and a reset after
     each, so every fit and the prediction start from zeros; the stateless one gets one fit."""
