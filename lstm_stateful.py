@@ -248,7 +248,7 @@ def experiment(args, data_input, expected_output):
 
     keras.utils.clear_session()  # a fresh start for each experiment: a sweep runs many
     keras.utils.set_random_seed(args.seed)  # numpy, Python and the backend: the weights repeat
-    speed = speed_settings(args.fast, args.lahead, steps_per_epoch=len(x_train) // batch_size)
+    speed = speed_settings(args.fast, args.lahead)
 
     print("Creating Stateful Model...")
     start = time.perf_counter()
@@ -559,8 +559,6 @@ except (ImportError, ValueError) as error:  # Keras or its backend not installed
         file=sys.stderr,
     )
     sys.exit(2)
-# Each cell of a sweep builds new models, whose first calls TensorFlow warns about as "retracing".
-logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -602,24 +600,21 @@ STEPS_PER_EXECUTION = 1000  # with fast: at most this many training steps per co
 UNROLL_UP_TO = {"tensorflow": 16, "jax": 4, "torch": 16}
 
 
-def speed_settings(fast, lahead, steps_per_epoch=None):
+def speed_settings(fast, lahead):
     """How Keras should run the model: LSTM(unroll=...) and compile(steps_per_execution=...,
     jit_compile=...). The model and its maths stay the same.
 
     With `fast`, Keras runs many training steps per call into compiled code instead of returning
     to Python after every batch of one sample, and the LSTM is unrolled. Steps still run one
     after another, so the state passes from each batch to the next. Windows longer than
-    UNROLL_UP_TO steps stay a loop (measured crossover, see the README).
+    UNROLL_UP_TO steps stay a loop (measured crossover, see the README). An epoch whose steps
+    are not a multiple of STEPS_PER_EXECUTION ends with a shorter call, at the same speed.
     """
     backend = keras.backend.backend()
-    steps = STEPS_PER_EXECUTION if fast and backend != "torch" else 1  # Keras allows 1 on PyTorch
-    if steps_per_epoch:
-        # The progress bar counts whole calls (TensorFlow counts a short last call as a full one):
-        # take the largest number of steps per call that divides the epoch.
-        steps = max(n for n in range(1, steps + 1) if steps_per_epoch % n == 0)
     return {
         "unroll": fast and lahead <= UNROLL_UP_TO[backend],  # short windows: straight-line code
-        "steps_per_execution": steps,
+        # Keras allows one step per call on PyTorch
+        "steps_per_execution": STEPS_PER_EXECUTION if fast and backend != "torch" else 1,
         # TensorFlow: no XLA, on the CPU it costs more to compile than it saves on steps this
         # small. JAX: jax.jit, without which every op runs on its own, ~100x slower. PyTorch:
         # eager; torch.compile took 34 s to compile, and its losses ended far from eager mode's.
@@ -628,16 +623,58 @@ def speed_settings(fast, lahead, steps_per_epoch=None):
 
 
 class Sequential(keras.Sequential):
-    """keras.Sequential, predicting one step per call whatever steps_per_execution says.
+    """keras.Sequential, predicting one step per call, with a progress bar that ends at its total.
 
     TensorFlow builds a fused predict as one graph with every step spelt out, which takes
     seconds to build for a single pass over the test set (measured: 7 s more for the default
     run); training and validation loop instead, and keep their fused steps.
     """
 
+    def fit(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), ProgbarLogger()]
+        return super().fit(*args, **kwargs)
+
     def predict(self, *args, **kwargs):
         self.steps_per_execution = 1
         return super().predict(*args, **kwargs)
+
+
+class ProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, which never counts past its total.
+
+    Keras (seen on 3.15) reports each call as if it ran all its steps_per_execution steps, the
+    short last call of an epoch too: 2000/1500 for an epoch of 1500 steps.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(min(batch, self.target - 1), logs)
+
+
+@contextlib.contextmanager
+def tensorflow_settings():
+    """Two TensorFlow settings for the run, put back afterwards (a notebook's process lives on).
+
+    Its graph optimizer (Grappler) off, so that the same seed gives the same numbers: it rewrites
+    the training step from process to process in ways that change its rounding; with a window of
+    3 or more steps, about one run in six gave other numbers. With it off, every run repeated, and
+    the default run's numbers and time stay the same (measured: see the README).
+    Its Python logger quieter: each cell of a sweep builds new models, whose first calls
+    TensorFlow warns about as "retracing".
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    logger, option = logging.getLogger("tensorflow"), "disable_meta_optimizer"
+    level, before = logger.level, tf.config.optimizer.get_experimental_options().get(option, False)
+    logger.setLevel(logging.ERROR)
+    tf.config.optimizer.set_experimental_options({option: True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({option: before})
+        logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1242,11 +1279,12 @@ def main(argv=None):
     # Ctrl-C: one line instead of a traceback, and 130, the status a shell gives a run it stopped.
     since = time.time() - 1  # file times may be rounded down to the second
     try:
-        if args.sweep:
-            cells = run_sweep(args)
-            # the sweep said what it kept
-            return 0 if len(cells) == len(args.sweep_tsteps) * len(args.sweep_lahead) else 130
-        run(args)
+        with tensorflow_settings():
+            if args.sweep:
+                cells = run_sweep(args)
+                # the sweep said what it kept
+                return 0 if len(cells) == len(args.sweep_tsteps) * len(args.sweep_lahead) else 130
+            run(args)
     except KeyboardInterrupt:
         print(f"\n{interrupted(args.output_dir, since)}", flush=True)
         return 130

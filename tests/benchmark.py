@@ -4,11 +4,13 @@
     python tests/benchmark.py --repeats 5
     python tests/benchmark.py --backends tensorflow jax torch --original  # all, and Keras 2
     python tests/benchmark.py --breakdown  # where the time of one run of each mode goes
+    python tests/benchmark.py --modes fast --input-lens 1250 1262  # a round and an awkward size
 
 --backends names the Keras backends to run on (each must be installed; default: the one Keras
 picks here). --original also times the Keras 2 original (tests/original_keras2.py, which needs
 `pip install tf_keras`) in the same alternation. pytest does not collect this file; nothing here
 is a pass/fail test. Extra arguments after `--` go to the script, e.g. `-- --tsteps 3 --lahead 3`.
+--input-lens runs each size as a kind of its own. Peak memory comes from os.wait4 (POSIX only).
 """
 
 import argparse
@@ -45,13 +47,16 @@ def one_run(command, env, output_dir):
     return seconds, usage.ru_maxrss / 1024, metrics  # ru_maxrss is in KiB on Linux
 
 
-def configurations(backends, modes, original, extra):
+def configurations(backends, modes, original, extra, sizes=(None,)):
     """(label, command, environment) of every kind of run to time."""
     runs = []
-    for backend in backends:
-        for mode in modes:
-            command = [sys.executable, str(SCRIPT), mode, "--no-show", "--output-dir", ".", *extra]
-            runs.append((f"{backend} {mode}", command, {**os.environ, "KERAS_BACKEND": backend}))
+    for backend, size, mode in ((b, n, m) for b in backends for n in sizes for m in modes):
+        command = [sys.executable, str(SCRIPT), mode, "--no-show", "--output-dir", ".", *extra]
+        label = f"{backend} {mode}"
+        if size:
+            command += ["--input-len", str(size)]
+            label += f" n={size}"
+        runs.append((label, command, {**os.environ, "KERAS_BACKEND": backend}))
     if original:
         # Keras 2 runs on TensorFlow; MPLBACKEND=Agg: its plt.show() would wait for a window
         env = {**os.environ, "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -59,8 +64,8 @@ def configurations(backends, modes, original, extra):
     return runs
 
 
-def compare(repeats, backends, modes, original, extra):
-    runs = configurations(backends, modes, original, extra)
+def compare(repeats, backends, modes, original, extra, sizes):
+    runs = configurations(backends, modes, original, extra, sizes)
     results = {label: [] for label, _, _ in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
@@ -106,11 +111,13 @@ def compare(repeats, backends, modes, original, extra):
                 f"{label}: {medians['Keras 2 original'] / medians[label]:.2f}x "
                 "as fast as the Keras 2 original"
             )
-    for backend in backends:
+    for backend, size in ((b, n) for b in backends for n in sizes):
         if len(modes) == 2:
-            fast, slow = results[f"{backend} --fast"][0][2], results[f"{backend} --no-fast"][0][2]
-            ratio = medians[f"{backend} --no-fast"] / medians[f"{backend} --fast"]
-            print(f"{backend}: speed-up (median --no-fast / median --fast) {ratio:.2f}x")
+            at = f" n={size}" if size else ""
+            fast = results[f"{backend} --fast{at}"][0][2]
+            slow = results[f"{backend} --no-fast{at}"][0][2]
+            ratio = medians[f"{backend} --no-fast{at}"] / medians[f"{backend} --fast{at}"]
+            print(f"{backend}{at}: speed-up (median --no-fast / median --fast) {ratio:.2f}x")
             for name in ("stateful", "stateless"):
                 a, b = fast[name]["test_mse"], slow[name]["test_mse"]
                 print(
@@ -236,6 +243,9 @@ def main():
     parser.add_argument(
         "--breakdown", action="store_true", help="time the phases of one run of each mode"
     )
+    parser.add_argument(
+        "--input-lens", nargs="+", type=int, default=[None], help="sizes to run, each a kind"
+    )
     parser.add_argument("extra", nargs="*", help="arguments for lstm_stateful.py, after --")
     args = parser.parse_args()
     for name in [*args.backends, *(["tf_keras"] if args.original else [])]:
@@ -254,6 +264,7 @@ def main():
             [f"--{mode}" for mode in args.modes],
             args.original,
             args.extra,
+            args.input_lens,
         )
 
 

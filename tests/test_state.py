@@ -4,6 +4,7 @@ test_lstm_stateful.py runs this file once more in a process of its own for each 
 backend, since one process can load only one Keras backend.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -22,11 +23,9 @@ def lstm_state(model):
     return [keras.ops.convert_to_numpy(s) for s in model.layers[0].states]
 
 
-def stateful_model(batch_size=1, lahead=1, fast=False, steps_per_epoch=None, seed=0):
+def stateful_model(batch_size=1, lahead=1, fast=False, seed=0):
     keras.utils.set_random_seed(seed)
-    return ls.create_model(
-        True, batch_size, lahead, ls.speed_settings(fast, lahead, steps_per_epoch)
-    )
+    return ls.create_model(True, batch_size, lahead, ls.speed_settings(fast, lahead))
 
 
 def test_stateful_model_carries_state_and_reset_clears_it():
@@ -75,10 +74,9 @@ def test_predict_carries_state_from_batch_to_batch():
 def test_fit_carries_state_through_training_and_validation(fast):
     """The state after fit is the one the last batch left; validation continues from it."""
     (x_train, y_train), (x_test, y_test) = dataset(60, 2, 1, 1, 5)
-    steps = len(x_train)
 
     def fit(validation):
-        model = stateful_model(fast=fast, steps_per_epoch=steps, seed=3)
+        model = stateful_model(fast=fast, seed=3)
         data = {"validation_data": (x_test, y_test)} if validation else {}
         model.fit(x_train, y_train, batch_size=1, epochs=1, verbose=0, shuffle=False, **data)
         return model
@@ -146,18 +144,27 @@ def test_same_seed_same_numbers_other_seed_other_numbers():
     assert scores(12) != first
 
 
-def test_steps_per_call_divide_the_epoch_so_progress_bars_end_at_their_totals():
-    def steps(steps_per_epoch, fast=True):
-        return ls.speed_settings(fast, 1, steps_per_epoch)["steps_per_execution"]
-
+def test_any_epoch_runs_many_steps_per_call_and_its_progress_bar_ends_at_its_total(
+    monkeypatch, capsys
+):
+    """No speed cliff: an epoch of 10 steps with 4 steps per call takes 3 calls (4, 4, 2), not 10,
+    and the progress bar counts 4, 8, 10 of 10, never past its total."""
     if keras.backend.backend() == "torch":  # Keras runs one step per call on PyTorch
-        assert steps(800) == steps(1500) == 1
+        assert ls.speed_settings(True, 1)["steps_per_execution"] == 1
         return
-    assert steps(800) == 800 and steps(48) == 48  # one call an epoch
-    assert steps(1500) == 750 and steps(2000) == 1000 and steps(3000) == 1000
-    assert steps(1499) == 1  # a prime: one step per call, as --no-fast
-    assert steps(800, fast=False) == 1
-    assert steps(None) == ls.STEPS_PER_EXECUTION
+    assert ls.speed_settings(True, 1)["steps_per_execution"] == ls.STEPS_PER_EXECUTION
+    assert ls.speed_settings(False, 1)["steps_per_execution"] == 1
+    monkeypatch.setattr(ls, "STEPS_PER_EXECUTION", 4)
+    (x_train, y_train), _ = dataset(13, 2, 1, 1, 5)  # 80% of 13: 10 training steps
+    calls = []
+    counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: calls.append(1))
+    model = stateful_model(fast=True)
+    model.fit(x_train, y_train, batch_size=1, epochs=1, shuffle=False, callbacks=[counter])
+    assert len(calls) == 3
+    counts = [
+        (int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+)", capsys.readouterr().out)
+    ]
+    assert counts and counts[-1] == (10, 10) and all(n <= total for n, total in counts), counts
 
 
 @pytest.mark.parametrize(
