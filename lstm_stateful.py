@@ -50,6 +50,8 @@ Usage:
     python lstm_stateful.py --sweep               # the claim over tsteps 1..4 x lahead 1..4
     python lstm_stateful.py --help                # every flag, with its default
     KERAS_BACKEND=jax python lstm_stateful.py     # on JAX (or torch); TensorFlow by default
+    %run lstm_stateful.py --epochs 2              # in Jupyter or IPython; or paste the file into
+                                                  # a cell and edit the constants at the top
 
 Every run writes input.png, results.png, loss.png and metrics.json into output_dir;
 a sweep writes sweep.json and sweep.png.
@@ -64,6 +66,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import tokenize
 import typing
@@ -502,17 +505,23 @@ BACKENDS = ("tensorflow", "jax", "torch")  # the Keras 3 backends that can train
 
 
 @contextlib.contextmanager
-def stderr_silenced():
-    """Send the process's own stderr (file descriptor 2) to /dev/null for a while."""
+def stderr_held():
+    """Hold back what the process writes to its stderr (file descriptor 2) for a while, and
+    write it out after all if the block fails: then it says why."""
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except Exception:
+            os.dup2(saved, 2)
+            held.seek(0)
+            os.write(2, held.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def chosen_backend():
@@ -529,21 +538,23 @@ def chosen_backend():
     return os.environ.get("KERAS_BACKEND") or name
 
 
-if __name__ == "__main__" and chosen_backend() in BACKENDS:
+if __name__ == "__main__" and "IPython" not in sys.modules and chosen_backend() in BACKENDS:
     # Keras imports JAX whenever it is installed, and keras.utils.set_random_seed imports TensorFlow
     # to seed it: seconds and log lines for frameworks this run never uses. A None entry makes
-    # Python treat a module as not installed. Only on the command line: an importer keeps its own.
+    # Python treat a module as not installed. Only in a process of its own, which ends with the
+    # run: an importer, or IPython and a notebook's kernel (where %run's __name__ is "__main__"
+    # too), keeps every framework.
     for other in set(BACKENDS) - {chosen_backend()}:
         sys.modules.setdefault(other, None)
 
 # Without these a CPU-only machine prints a screenful of TensorFlow C++ log lines: the level
 # must be set before TensorFlow loads, and a few INFO lines are written while it loads, before
-# any level applies. A Python error raised by the import still shows as usual.
+# any level applies (held back, and shown only if the import fails).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's kernels pay a set-up cost per op that outweighs ops as tiny as this model's.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 try:
-    with stderr_silenced():
+    with stderr_held():
         import keras
 except KeyboardInterrupt:
     if __name__ != "__main__":
@@ -1007,9 +1018,9 @@ PARAMETERS = inspect.get_annotations(sys.modules[__name__])
 def block_comments():
     """Each parameter's meaning: the comment after it in the editable block (the --help text)."""
     try:
-        with open(__file__, encoding="utf-8") as f:
+        with open(globals()["__file__"], encoding="utf-8") as f:
             tokens = list(tokenize.generate_tokens(f.readline))
-    except (OSError, SyntaxError, tokenize.TokenError):
+    except (KeyError, OSError, SyntaxError, tokenize.TokenError):  # no file: pasted into a cell
         return {}  # no source to read: flags without help texts
     names = {t.start[0]: t.string for t in tokens if t.type == tokenize.NAME and t.start[1] == 0}
     comments = {t.start[0]: t.string for t in tokens if t.type == tokenize.COMMENT}
@@ -1114,6 +1125,7 @@ def check_editable_block(parser):
 def make_parser():
     """One flag per parameter of the editable block: its default, check and help come from there."""
     parser = argparse.ArgumentParser(
+        prog="lstm_stateful.py",  # not the kernel's name, in a notebook
         description="Stateful vs stateless LSTM on a moving average (the Keras example, Keras 3).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -1144,7 +1156,8 @@ def make_parser():
 
 
 def available_memory():
-    """Bytes this process can still use: Linux's MemAvailable, else all physical memory."""
+    """Bytes this process can still use: Linux's MemAvailable, else all physical memory (macOS),
+    else None (Windows has neither: there numpy's MemoryError stops a run that does not fit)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -1152,7 +1165,10 @@ def available_memory():
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 # The (input_len x lahead) window view of float64 exists several times over: building the arrays
@@ -1175,7 +1191,7 @@ def check_memory(parser, input_len, lahead, batch_size):
     """Refuse, before any work, data or a model that would not fit in memory."""
     data, activations = memory_needed(input_len, lahead, batch_size)
     have = available_memory()
-    if data + activations > have:
+    if have is not None and data + activations > have:
         gib = 2**30
         lower = "--lahead or --input-len" if data >= activations else "--batch-size or --lahead"
         parser.error(
@@ -1258,10 +1274,21 @@ def interrupted(output_dir, since):
     return f"Interrupted: {', '.join(kept) or 'nothing'} written to {output_dir} by this run"
 
 
+def command_line():
+    """The flags given to this file, if it is the program that runs (python lstm_stateful.py, or
+    %run in IPython); none where another program runs (a notebook's kernel, with its own `-f
+    kernel.json`; code that imports this file): the editable block's values then apply."""
+    this_file = globals().get("__file__")  # a notebook cell that holds this code has none
+    if this_file and sys.argv and os.path.realpath(sys.argv[0]) == os.path.realpath(this_file):
+        return sys.argv[1:]
+    return []
+
+
 def main(argv=None):
+    """Run with the flags `argv` (default: command_line()); returns the exit status."""
     parser = make_parser()
     check_editable_block(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(command_line() if argv is None else argv)
     problem = backend_problem()
     if problem:
         parser.exit(2, f"{parser.prog}: error: {problem}\n")
@@ -1288,8 +1315,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"\n{interrupted(args.output_dir, since)}", flush=True)
         return 130
+    except MemoryError:  # where available_memory() could not tell: numpy's allocation failed
+        parser.exit(2, f"{parser.prog}: error: out of memory; lower --input-len or --lahead\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status:  # a notebook's cell shows even sys.exit(0) as an exception
+        sys.exit(status)

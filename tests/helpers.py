@@ -1,6 +1,10 @@
 """What the tests share: the script's arrays and parameters, built as the script builds them."""
 
 import argparse
+import importlib.util
+import os
+
+import pytest
 
 import lstm_stateful as ls
 
@@ -18,3 +22,12 @@ def dataset(input_len, tsteps, lahead, batch_size, seed, layout="interleaved"):
 def parameters(**changes):
     """The editable block's values, with some changed: what main() hands to run()."""
     return argparse.Namespace(**{name: getattr(ls, name) for name in ls.PARAMETERS} | changes)
+
+
+def require(module):
+    """Skip a test whose backend or tool is not installed; fail instead where
+    LSTM_STATEFUL_REQUIRE_ALL=1 (CI installs them all, so a skip would hide a failure)."""
+    if importlib.util.find_spec(module) is None:
+        if os.environ.get("LSTM_STATEFUL_REQUIRE_ALL") == "1":
+            pytest.fail(f"{module} is not installed, and LSTM_STATEFUL_REQUIRE_ALL=1 asks for it")
+        pytest.skip(f"{module} is not installed")

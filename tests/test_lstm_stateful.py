@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lstm_stateful as ls  # noqa: E402, I001  (first: it quiets TensorFlow before Keras loads)
-from helpers import dataset, parameters  # noqa: E402
+from helpers import dataset, parameters, require  # noqa: E402
 
 import keras  # noqa: E402
 
@@ -154,8 +154,8 @@ def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys):
     assert f"Keras {keras.version()} on {keras.backend.backend()}; seed 1986" in printed
 
 
-def test_show_without_a_display_neither_fails_nor_warns(tmp_path, recwarn):
-    assert not ls.display_available()  # the tests run under matplotlib's Agg fallback
+def test_show_under_a_non_interactive_backend_neither_fails_nor_warns(tmp_path, recwarn):
+    assert not ls.display_available()  # the suite chose Agg (conftest.py), display or not
     ls.main(["--input-len", "30", "--epochs", "1", "--show", "--output-dir", str(tmp_path)])
     assert not [w for w in recwarn if "non-interactive" in str(w.message)]
 
@@ -494,6 +494,7 @@ def test_claim_check():
     assert "neither converged" in ls.claim_sentence(2, 1, False, False)
 
 
+@POSIX
 def test_ctrl_c_on_the_command_line_keeps_the_sweep(tmp_path):
     import signal
 
@@ -527,19 +528,9 @@ def test_ctrl_c_on_the_command_line_keeps_the_sweep(tmp_path):
 
 # ---------------------------------------------------------------- backends
 # One process loads one Keras backend, so each backend runs in a process of its own. A backend
-# that is not installed is skipped, unless LSTM_STATEFUL_ALL_BACKENDS=1 (CI sets it) makes that
+# that is not installed is skipped, unless LSTM_STATEFUL_REQUIRE_ALL=1 (CI sets it) makes that
 # a failure.
 OTHER_BACKENDS = [b for b in ls.BACKENDS if b != keras.backend.backend()]
-
-
-def require(backend):
-    if importlib.util.find_spec(backend) is None:
-        if os.environ.get("LSTM_STATEFUL_ALL_BACKENDS") == "1":
-            pytest.fail(
-                f"{backend} is not installed, and LSTM_STATEFUL_ALL_BACKENDS=1 asks for every "
-                "backend"
-            )
-        pytest.skip(f"{backend} is not installed")
 
 
 def backend_env(backend):
@@ -610,6 +601,60 @@ def test_command_line_runs_on_each_backend_loads_only_it_and_repeats_exactly(bac
     counts = [(int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+)(?!\d)", done.stdout)]
     assert (400, 400) in counts and (100, 100) in counts
     assert all(n <= total for n, total in counts), counts
+
+
+def test_a_framework_that_fails_to_load_says_why_then_the_hint(tmp_path):
+    """What the framework printed while it failed to load is shown (it was held back), then one
+    line with the hint."""
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import sys\n"
+        "sys.stderr.write('A module that was compiled using NumPy 1.x cannot be run in\\n"
+        "NumPy 2.4.6 as it may crash.\\n')\n"
+        "raise ImportError('numpy.core.multiarray failed to import')\n"
+    )
+    env = {**backend_env("tensorflow"), "PYTHONPATH": str(tmp_path / "fake")}
+    done = run_as_command_line(*TINY, "--output-dir", str(tmp_path / "out"), env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert lines[:2] == [
+        "A module that was compiled using NumPy 1.x cannot be run in",
+        "NumPy 2.4.6 as it may crash.",
+    ]
+    assert lines[-1].startswith(
+        "lstm_stateful.py: error: Keras cannot load the 'tensorflow' backend "
+        "(numpy.core.multiarray failed to import)"
+    )
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="no display (CI gives one with Xvfb)")
+def test_on_a_desktop_the_figures_open_in_windows_at_the_end(tmp_path):
+    """A real window: matplotlib's TkAgg on the display. A timer closes the windows a moment
+    after they open, as a person would, so that plt.show() returns."""
+    pytest.importorskip("tkinter")
+    close_soon = (
+        "import matplotlib.pyplot as plt\n"
+        "real_show = plt.show\n"
+        "def show(*args, **kwargs):\n"
+        "    timer = plt.gcf().canvas.new_timer(interval=500)\n"
+        "    timer.add_callback(plt.close, 'all')\n"
+        "    timer.start()\n"
+        "    print('SHOWING', plt.get_backend().lower(), plt.get_fignums())\n"
+        "    real_show(*args, **kwargs)\n"
+        "    print('CLOSED', plt.get_fignums())\n"
+        "plt.show = show"
+    )
+    done = run_as_command_line(
+        *["--input-len", "60", "--epochs", "1", "--show", "--output-dir", str(tmp_path)],
+        before=close_soon,
+        env={**os.environ, "MPLBACKEND": "TkAgg"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SHOWING tkagg [1, 2, 3]" in done.stdout and "CLOSED []" in done.stdout
+    assert (tmp_path / "results.png").exists()
 
 
 @pytest.mark.parametrize(
@@ -821,7 +866,32 @@ def test_available_memory_is_a_plausible_size():
     assert 2**27 < ls.available_memory() < 2**50
 
 
+def test_where_the_system_does_not_say_its_memory_numpy_refuses_with_one_line(
+    monkeypatch, tmp_path, capsys
+):
+    """As on Windows: no os.sysconf and no /proc/meminfo. A run still runs; one that does not fit
+    is stopped by numpy's MemoryError (an allocation larger than the machine's memory, which the
+    system refuses) with one line and status 2, not a traceback."""
+    monkeypatch.delattr(os, "sysconf")
+    real_open = open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    assert ls.available_memory() is None
+    assert ls.main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "a")]) == 0
+    with pytest.raises(SystemExit) as stop:
+        ls.main(["--lahead", "100000", "--no-show", "--output-dir", str(tmp_path / "b")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "lstm_stateful.py: error: out of memory; lower --input-len or --lahead\n"
+
+
 # ---------------------------------------------------------------- Ctrl-C
+@POSIX
 def test_ctrl_c_in_a_normal_run_gives_one_line_and_status_130(tmp_path):
     import signal
 
