@@ -35,6 +35,9 @@ METRIC_KEYS = {
     "seconds",
 }
 POSIX = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and preexec_fn")
+MEMORY_FIGURE = pytest.mark.skipif(
+    sys.platform == "win32", reason="Windows gives no memory figure (see the next test)"
+)
 
 
 # ---------------------------------------------------------------- data
@@ -828,6 +831,7 @@ def test_an_edited_block_is_checked_and_used_on_the_command_line(tmp_path):
 
 
 # ---------------------------------------------------------------- memory
+@MEMORY_FIGURE
 def test_data_too_large_for_memory_is_refused_before_work(tmp_path, capsys):
     out = tmp_path / "never-made"
     with pytest.raises(SystemExit) as stop:
@@ -845,6 +849,7 @@ def test_data_too_large_for_memory_is_refused_before_work(tmp_path, capsys):
     assert not out.exists()
 
 
+@MEMORY_FIGURE
 def test_a_model_too_large_for_memory_names_the_batch_size(capsys):
     with pytest.raises(SystemExit):
         ls.main(["--input-len", "5000000", "--batch-size", "1000000", "--lahead", "100"])
@@ -862,6 +867,7 @@ def test_the_memory_check_refuses_exactly_what_does_not_fit(monkeypatch, tmp_pat
     assert ls.main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "b")]) == 0
 
 
+@MEMORY_FIGURE
 def test_available_memory_is_a_plausible_size():
     assert 2**27 < ls.available_memory() < 2**50
 
@@ -872,7 +878,7 @@ def test_where_the_system_does_not_say_its_memory_numpy_refuses_with_one_line(
     """As on Windows: no os.sysconf and no /proc/meminfo. A run still runs; one that does not fit
     is stopped by numpy's MemoryError (an allocation larger than the machine's memory, which the
     system refuses) with one line and status 2, not a traceback."""
-    monkeypatch.delattr(os, "sysconf")
+    monkeypatch.delattr(os, "sysconf", raising=False)
     real_open = open
 
     def no_proc(path, *args, **kwargs):
