@@ -670,8 +670,8 @@ def tensorflow_settings():
 
     Its graph optimizer (Grappler) off, so that the same seed gives the same numbers: it rewrites
     the training step from process to process in ways that change its rounding; with a window of
-    3 or more steps, about one run in six gave other numbers. With it off, 73 runs of 74 repeated
-    (see the README), and the default run's numbers and time stay the same.
+    3 or more steps, about one run in six gave other numbers. With it off, 103 runs of 104
+    repeated (see the README), and the default run's numbers and time stay the same.
     Its Python logger quieter: each cell of a sweep builds new models, whose first calls
     TensorFlow warns about as "retracing".
     """
