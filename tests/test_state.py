@@ -165,6 +165,14 @@ def test_any_epoch_runs_many_steps_per_call_and_its_progress_bar_ends_at_its_tot
         (int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+)", capsys.readouterr().out)
     ]
     assert counts and counts[-1] == (10, 10) and all(n <= total for n, total in counts), counts
+    # Keras 3.15 reports the short last call (steps 8 and 9) as ending at step 11, which its own
+    # bar counts as 12/10; a redraw that soon after the one before is skipped, so a run this small
+    # does not print it, but a bigger one does. The script's bar counts 10.
+    bar = ls.ProgbarLogger()
+    bar.set_params({"verbose": 1, "epochs": 1, "steps": 10})
+    bar.on_epoch_begin(0)
+    bar.on_train_batch_end(11, {})
+    assert bar.seen == 10
 
 
 @pytest.mark.parametrize(
