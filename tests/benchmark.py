@@ -164,7 +164,9 @@ def timed(owner, name, key):
 
 
 original_fit = keras.Model.fit
-keras.Model.fit = lambda self, *a, **k: original_fit(self, *a, callbacks=[Clock()], **k)
+keras.Model.fit = lambda self, *a, **k: original_fit(
+    self, *a, **{**k, "callbacks": [*k.get("callbacks", []), Clock()]}
+)
 timed(keras.Model, "predict", "prediction")
 for name in ("plot_input", "plot_results", "plot_loss", "finish_figures"):
     timed(ls, name, "plotting")
