@@ -65,20 +65,19 @@ import io
 import json
 import logging
 import os
+import pathlib
+import re
 import sys
 import tempfile
 import time
-import tokenize
 import typing
-from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.backends import BackendFilter, backend_registry
 
-# `keras` is imported after the lesson, in START-UP: TensorFlow's log settings must come first,
-# and the backends this run does not use are kept from loading.
+# `keras` is imported after the lesson, in START-UP: TensorFlow's log settings must come first.
 
 # ---------------------------------------------------------------------------------------------
 # EDITABLE PARAMETERS
@@ -91,7 +90,7 @@ lahead: int = 1  # input window the LSTM sees for each output point
 batch_size: int = 1  # samples per batch, fixed for the stateful model
 epochs: int = 10  # training epochs of each model
 seed: int = 1986  # seed of the data (the original's) and of the initial weights
-layout: Literal["interleaved", "contiguous"] = "interleaved"  # which sample is in which batch slot
+layout: typing.Literal["interleaved", "contiguous"] = "interleaved"  # which sample in which slot
 fast: bool = True  # faster: many steps per compiled call (windows of 2+ steps round differently)
 output_dir: str = "outputs"  # folder for the figures and the JSON files
 show: bool = True  # open the figures at the end, where a display exists
@@ -102,6 +101,7 @@ sweep_lahead: list[int] = [1, 2, 3, 4]  # lahead values of the sweep
 AMP = 0.1  # the input is uniform noise in [-AMP, +AMP], as in the original
 RECOVERED = 0.5  # a model converges when it recovers this share of what its window cannot show
 CONVERGED_R2 = 0.8  # where the window shows everything (no floor): when its R² reaches this
+MODELS = ("stateful", "stateless")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,9 +128,6 @@ def build_series(input_len, tsteps, lahead, seed):
     Returns two DataFrames of `input_len` rows: the input with `lahead` columns,
     column i holding the input from i steps back, and the expected output.
     """
-    # A RandomState of its own draws the very numbers np.random.seed(seed) gave the original,
-    # without touching numpy's global state.
-    rng = np.random.RandomState(seed)
 
     # Since the output is a moving average of the input,
     # the first few points of output will be NaN
@@ -143,6 +140,9 @@ def build_series(input_len, tsteps, lahead, seed):
     # in order to maintain generated data length = input_len after pre-processing,
     # add a few points to account for the values that will be lost.
     to_drop = max(tsteps - 1, lahead - 1)
+    # A RandomState of its own draws the very numbers np.random.seed(seed) gave the original,
+    # without touching numpy's global state.
+    rng = np.random.RandomState(seed)
     data_input = gen_uniform_amp(amp=AMP, xn=input_len + to_drop, rng=rng)
 
     # set the target to be a N-point average of the input
@@ -157,42 +157,26 @@ def build_series(input_len, tsteps, lahead, seed):
             data_input[c] = data_input[c].shift(i)
 
     # drop the nan
-    expected_output = expected_output[to_drop:]
-    data_input = data_input[to_drop:]
-    return data_input, expected_output
+    return data_input[to_drop:], expected_output[to_drop:]
 
 
-def split_data(x, y, batch_size, ratio=0.8):
-    """The original's 80/20 train/test split, trimmed to whole batches."""
-    to_train = int(x.shape[0] * ratio)
-    # tweak to match with batch_size
+def split_sizes(input_len, batch_size, ratio=0.8):
+    """The original's 80/20 train/test split: how many points each set gets."""
+    to_train = int(input_len * ratio)
+    # tweak to match with batch_size (both sets: a stateful model takes whole batches only)
     to_train -= to_train % batch_size
+    return to_train, input_len - to_train - input_len % batch_size
 
-    x_train = x[:to_train]
-    y_train = y[:to_train]
-    x_test = x[to_train:]
-    y_test = y[to_train:]
 
-    # tweak to match with batch_size
-    to_drop = x.shape[0] % batch_size
-    if to_drop > 0:
-        x_test = x_test[: -1 * to_drop]
-        y_test = y_test[: -1 * to_drop]
+def split_data(x, y, batch_size):
+    """The original's split, reshaped as Keras takes it: x (samples, lahead, 1), y (samples, 1).
 
-    # some reshaping (to_numpy copies: pandas 3's copy-on-write may hand out read-only views)
-    def reshape_3(x):
-        return x.to_numpy(copy=True).reshape((x.shape[0], x.shape[1], 1))
-
-    x_train = reshape_3(x_train)
-    x_test = reshape_3(x_test)
-
-    def reshape_2(x):
-        return x.to_numpy(copy=True).reshape((x.shape[0], 1))
-
-    y_train = reshape_2(y_train)
-    y_test = reshape_2(y_test)
-
-    return (x_train, y_train), (x_test, y_test)
+    to_numpy copies: pandas 3's copy-on-write may hand out read-only views.
+    """
+    to_train, to_test = split_sizes(len(x), batch_size)
+    x, y = x.to_numpy(copy=True)[:, :, np.newaxis], y.to_numpy(copy=True)
+    test = slice(to_train, to_train + to_test)
+    return (x[:to_train], y[:to_train]), (x[test], y[test])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,29 +188,13 @@ def create_model(stateful, batch_size, lahead, speed):
     `speed` (from speed_settings) chooses how Keras runs the model, never what it computes.
     Sequential and LSTM are Keras's, with the fixes of SPEED SETTINGS and BACKEND WORKAROUND.
     """
-    model = Sequential(
-        [
-            # Keras 3 takes the fixed batch a stateful LSTM needs here, not as LSTM(batch_size=...).
-            keras.Input(batch_shape=(batch_size, lahead, 1)),
-            LSTM(20, stateful=stateful, unroll=speed["unroll"]),
-            keras.layers.Dense(1),
-        ]
-    )
-    model.compile(
-        loss="mse",
-        optimizer="adam",
-        steps_per_execution=speed["steps_per_execution"],
-        jit_compile=speed["jit_compile"],
-    )
+    model = Sequential()
+    # Keras 3 takes the fixed batch a stateful LSTM needs here, not as LSTM(batch_size=...).
+    model.add(keras.Input(batch_shape=(batch_size, lahead, 1)))
+    model.add(LSTM(20, stateful=stateful, unroll=speed["unroll"]))
+    model.add(keras.layers.Dense(1))
+    model.compile(loss="mse", optimizer="adam", **speed["compile"])
     return model
-
-
-def reset_states(model):
-    """Forget what the stateful LSTM carried from earlier batches."""
-    # Keras 3 has no Model.reset_states(); each stateful RNN layer resets its own state.
-    for layer in model.layers:
-        if getattr(layer, "stateful", False):
-            layer.reset_state()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +247,8 @@ def experiment(args, data_input, expected_output):
         )
         for key in history_stateful:
             history_stateful[key] += history.history[key]
-        reset_states(model_stateful)
+        # Keras 3 has no Model.reset_states(): the stateful LSTM layer resets its own state.
+        model_stateful.layers[0].reset_state()
 
     print("Predicting")
     predicted_stateful = model_stateful.predict(x_test, batch_size=batch_size)
@@ -309,12 +278,14 @@ def experiment(args, data_input, expected_output):
     # drop the first "tsteps-1" because it is not possible to predict them
     # since the "previous" timesteps to use do not exist
     # (with layout="contiguous", the first tsteps-1 of every stream).
-    expected = from_layout(y_test, batch_size, args.layout).flatten()
-    predicted_stateful = from_layout(predicted_stateful, batch_size, args.layout).flatten()
-    predicted_stateless = from_layout(predicted_stateless, batch_size, args.layout).flatten()
+    expected = to_layout(y_test, batch_size, args.layout, undo=True).flatten()
+    predicted_stateful = to_layout(predicted_stateful, batch_size, args.layout, undo=True).flatten()
+    predicted_stateless = to_layout(
+        predicted_stateless, batch_size, args.layout, undo=True
+    ).flatten()
     # Beyond the original: the best a model without state can do is to average what its window
     # shows (the inputs it cannot see average zero); with lahead >= tsteps that is the target.
-    window = from_layout(x_test, batch_size, args.layout)[:, :, 0]
+    window = to_layout(x_test, batch_size, args.layout, undo=True)[:, :, 0]
     best_without_state = expected if args.lahead >= args.tsteps else window.sum(1) / args.tsteps
     skipped = without_history(len(expected), args.tsteps, batch_size, args.layout)
     stateful = score(expected, predicted_stateful, best_without_state, skipped)
@@ -329,36 +300,27 @@ def experiment(args, data_input, expected_output):
 def score(expected, predicted, best_without_state, skipped):
     """One model's residual (NaN at the skipped points), test MSE, R², floor and verdict.
 
-    Its floor is the MSE of `best_without_state` on the very points it is scored on: the floor
-    of this test set, which scatters around the expected one (stateless_floor_mse).
+    The verdict, one rule for every run and every cell of a sweep. With lahead < tsteps a model
+    without state sits at a floor, the MSE of `best_without_state` on the very points it is
+    scored on (this test set's floor, which scatters around stateless_floor_mse), whatever it
+    does; R² would credit it with the part of the average its window shows. So a model converges
+    when it `recovered` at least RECOVERED (half) of what its window cannot show (measured:
+    stateless models never reach 6%). With lahead >= tsteps there is no floor: R² >= CONVERGED_R2.
     """
     residual = np.where(skipped, np.nan, expected - predicted)
-    kept = ~skipped
-    test_mse = float(np.mean((expected[kept] - predicted[kept]) ** 2))
-    floor_mse = float(np.mean((expected[kept] - best_without_state[kept]) ** 2))
-    r2 = 1.0 - test_mse / float(np.var(expected[kept]))
+    test_mse = float(np.mean((expected[~skipped] - predicted[~skipped]) ** 2))
+    floor_mse = float(np.mean((expected[~skipped] - best_without_state[~skipped]) ** 2))
+    r2 = 1.0 - test_mse / float(np.var(expected[~skipped]))
     recovered = 1.0 - test_mse / floor_mse if floor_mse > 0 else None
+    converged = r2 >= CONVERGED_R2 if recovered is None else recovered >= RECOVERED
     return {
         "residual": residual,
         "test_mse": test_mse,
         "r2": r2,
         "floor_mse": floor_mse,
         "recovered": recovered,
-        "converged": converged(recovered, r2),
+        "converged": bool(converged),
     }
-
-
-def converged(recovered, r2):
-    """The verdict, one rule for every run and cell of a sweep.
-
-    With lahead < tsteps, a model without state sits at the floor whatever it does, and R² would
-    credit it with the part of the average its window shows. So a model converges when it
-    `recovered` at least RECOVERED (half) of what its window cannot show: its test MSE is at most
-    half the floor of this test set. Measured on the same points, the floor's own scatter cancels,
-    and half is far above what stateless models reach by chance (measured: never above 6%). With
-    lahead >= tsteps there is no floor (`recovered` is None): R² >= CONVERGED_R2, as before.
-    """
-    return bool(r2 >= CONVERGED_R2 if recovered is None else recovered >= RECOVERED)
 
 
 def stateless_floor_mse(tsteps, lahead, amp=AMP):
@@ -381,8 +343,7 @@ def plot_input(data_input, expected_output):
     ax.plot(data_input[0][:10], ".")
     ax.plot(expected_output[0][:10], "-")
     ax.legend(["Input", "Expected output"])
-    ax.set_title("Input")
-    ax.set_xlabel("time step")
+    ax.set(title="Input", xlabel="time step")
     return fig
 
 
@@ -394,10 +355,9 @@ def plot_results(results, floor_mse):
     """
     fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True, layout="constrained")
     axes[0].plot(results["expected"])
-    axes[0].set_title("Expected")
-    axes[0].set_ylabel("moving average")
+    axes[0].set(title="Expected", ylabel="moving average")
     axes[2].sharey(axes[1])
-    for ax, name in zip(axes[1:], ("stateful", "stateless"), strict=True):
+    for ax, name in zip(axes[1:], MODELS, strict=True):
         result = results[name]
         ax.plot(result["residual"])
         ax.set_title(
@@ -406,12 +366,8 @@ def plot_results(results, floor_mse):
         ax.set_ylabel("residual")
         if floor_mse > 0:
             rms = np.sqrt(floor_mse)
-            ax.axhline(
-                rms,
-                color="tab:red",
-                linestyle="--",
-                label=f"stateless floor (this test set), RMS ±{rms:.4f}",
-            )
+            label = f"stateless floor (this test set), RMS ±{rms:.4f}"
+            ax.axhline(rms, color="tab:red", linestyle="--", label=label)
             ax.axhline(-rms, color="tab:red", linestyle="--")
     if floor_mse > 0:
         axes[1].legend(loc="upper right")  # once, where it hides nothing: near zero when it works
@@ -422,30 +378,16 @@ def plot_results(results, floor_mse):
 def plot_loss(results, floor_mse):
     """Training and validation loss per epoch for both models: the picture of converging."""
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
-    for name, color in (("stateful", "tab:blue"), ("stateless", "tab:orange")):
+    for name, color in zip(MODELS, ("tab:blue", "tab:orange"), strict=True):
         loss, val_loss = results[name]["loss"], results[name]["val_loss"]
         epochs_run = np.arange(1, len(loss) + 1)
-        ax.plot(epochs_run, loss, color=color, marker="o", label=f"{name} training loss")
-        ax.plot(
-            epochs_run,
-            val_loss,
-            color=color,
-            linestyle=":",
-            marker="x",
-            label=f"{name} validation loss",
-        )
+        ax.plot(epochs_run, loss, "-o", color=color, label=f"{name} training loss")
+        ax.plot(epochs_run, val_loss, ":x", color=color, label=f"{name} validation loss")
     if floor_mse > 0:
-        ax.axhline(
-            floor_mse,
-            color="tab:red",
-            linestyle="--",
-            label=f"stateless floor {floor_mse:.2e} (expected)",
-        )
-    ax.set_yscale("log")
+        label = f"stateless floor {floor_mse:.2e} (expected)"
+        ax.axhline(floor_mse, color="tab:red", linestyle="--", label=label)
+    ax.set(title="Loss per epoch", xlabel="epoch", ylabel="mean squared error", yscale="log")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mean squared error")
-    ax.set_title("Loss per epoch")
     ax.legend()
     return fig
 
@@ -483,12 +425,11 @@ def run(args):
     results = experiment(args, data_input, expected_output)
 
     print("Plotting Results")
-    floor_mse = stateless_floor_mse(args.tsteps, args.lahead)
-    figures["results.png"] = plot_results(results, results["stateless"]["floor_mse"])
-    figures["loss.png"] = plot_loss(results, floor_mse)
+    metrics = run_metrics(args, results)
+    figures["results.png"] = plot_results(results, metrics["stateless"]["floor_mse"])
+    figures["loss.png"] = plot_loss(results, metrics["stateless_floor_mse"])
 
     # Beyond the original: the numbers in a file, and a summary that checks the claim.
-    metrics = run_metrics(args, results, floor_mse)
     write_json(os.path.join(args.output_dir, "metrics.json"), metrics)
     print_summary(metrics)
     print(f"Figures and metrics.json written to {args.output_dir}")
@@ -497,16 +438,14 @@ def run(args):
 
 
 # =============================================================================================
+# =============================================================================================
 # The lesson ends here. Below is the machinery around it, one section per job.
 # =============================================================================================
 
 
 # ---------------------------------------------------------------------------------------------
-# START-UP (machinery): load Keras quietly, and only the one backend this run uses
+# START-UP (machinery): load Keras quietly
 # ---------------------------------------------------------------------------------------------
-BACKENDS = ("tensorflow", "jax", "torch")  # the Keras 3 backends that can train
-
-
 @contextlib.contextmanager
 def stderr_held():
     """Hold back what the process writes to its stderr (file descriptor 2) for a while, and
@@ -518,60 +457,37 @@ def stderr_held():
         try:
             yield
         except Exception:
-            os.dup2(saved, 2)
             held.seek(0)
-            os.write(2, held.read())
+            os.write(saved, held.read())
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
 
 
-def chosen_backend():
-    """The backend Keras will load, by Keras's rules: KERAS_BACKEND, else keras.json, else TF."""
-    home = os.path.expanduser("~")
-    keras_dir = os.environ.get("KERAS_HOME") or os.path.join(
-        home if os.access(home, os.W_OK) else "/tmp", ".keras"
-    )
-    try:
-        with open(os.path.join(keras_dir, "keras.json")) as f:
-            name = json.load(f).get("backend", "tensorflow")
-    except (OSError, ValueError, AttributeError):
-        name = "tensorflow"
-    return os.environ.get("KERAS_BACKEND") or name
-
-
-if __name__ == "__main__" and "IPython" not in sys.modules and chosen_backend() in BACKENDS:
-    # Keras imports JAX whenever it is installed, and keras.utils.set_random_seed imports TensorFlow
-    # to seed it: seconds and log lines for frameworks this run never uses. A None entry makes
-    # Python treat a module as not installed. Only in a process of its own, which ends with the
-    # run: an importer, or IPython and a notebook's kernel (where %run's __name__ is "__main__"
-    # too), keeps every framework.
-    for other in set(BACKENDS) - {chosen_backend()}:
-        sys.modules.setdefault(other, None)
-
 # Without these a CPU-only machine prints a screenful of TensorFlow C++ log lines: the level
-# must be set before TensorFlow loads, and a few INFO lines are written while it loads, before
-# any level applies (held back, and shown only if the import fails).
+# must be set before TensorFlow loads, and a few lines are written while it loads, before any
+# level applies (held back, and shown only if the import fails).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's kernels pay a set-up cost per op that outweighs ops as tiny as this model's.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+if __name__ == "__main__" and "IPython" not in sys.modules:  # (Keras imports IPython: check first)
+    # On JAX or PyTorch, keras.utils.set_random_seed would import TensorFlow only to seed it:
+    # seconds this run never uses. A None entry makes Python treat a module as not installed.
+    # Only in a process that ends with the run: an importer, IPython or a notebook (where %run's
+    # __name__ is "__main__" too) keeps it.
+    if os.environ.get("KERAS_BACKEND") in ("jax", "torch"):
+        sys.modules.setdefault("tensorflow", None)
 try:
     with stderr_held():
         import keras
-except KeyboardInterrupt:
+except (ImportError, ValueError, KeyboardInterrupt) as error:  # no such backend, or Ctrl-C
     if __name__ != "__main__":
         raise
-    print("Interrupted while loading Keras: nothing written")
-    sys.exit(130)
-except (ImportError, ValueError) as error:  # Keras or its backend not installed, or no such backend
-    if __name__ != "__main__":
-        raise
-    print(
-        f"lstm_stateful.py: error: Keras cannot load the {chosen_backend()!r} backend ({error}); "
-        f"install it (see the README) or set KERAS_BACKEND to one of {', '.join(BACKENDS)}",
-        file=sys.stderr,
-    )
+    if isinstance(error, KeyboardInterrupt):
+        print("Interrupted while loading Keras: nothing written")
+        sys.exit(130)
+    print(f"lstm_stateful.py: error: Keras cannot load its backend: {error}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -591,12 +507,8 @@ class LSTM(keras.layers.LSTM):
     def build(self, sequences_shape, initial_state_shape=None):
         super().build(sequences_shape, initial_state_shape)
         if self.stateful:  # the same zeros, now as tracked, non-trainable weights of the layer
-            self.states = [
-                self.add_weight(
-                    shape=state.shape, initializer="zeros", trainable=False, name="rnn_state"
-                )
-                for state in self.states
-            ]
+            zeros = {"initializer": "zeros", "trainable": False}
+            self.states = [self.add_weight(shape=s.shape, **zeros) for s in self.states]
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if self.stateful and initial_state is None:  # start from a copy, which autograd may keep
@@ -609,31 +521,26 @@ class LSTM(keras.layers.LSTM):
 # ---------------------------------------------------------------------------------------------
 STEPS_PER_EXECUTION = 1000  # with fast: at most this many training steps per compiled call
 # With fast: unroll windows up to this many steps. Past it, compiling the unrolled window costs
-# more than it saves (measured, 1 and 10 epochs: TensorFlow breaks even at 16, XLA under JAX at
-# ~4-8).
+# more than it saves (measured: TensorFlow breaks even at 16, XLA under JAX at ~4-8).
 UNROLL_UP_TO = {"tensorflow": 16, "jax": 4, "torch": 16}
 
 
 def speed_settings(fast, lahead):
-    """How Keras should run the model: LSTM(unroll=...) and compile(steps_per_execution=...,
+    """How Keras runs the model: LSTM(unroll=...) and compile(steps_per_execution=...,
     jit_compile=...). The model and its maths stay the same.
 
     With `fast`, Keras runs many training steps per call into compiled code instead of returning
-    to Python after every batch of one sample, and the LSTM is unrolled. Steps still run one
-    after another, so the state passes from each batch to the next. Windows longer than
-    UNROLL_UP_TO steps stay a loop (measured crossover, see the README). An epoch whose steps
+    to Python after every batch of one sample, and short windows are unrolled. Steps still run
+    one after another, so the state passes from each batch to the next. An epoch whose steps
     are not a multiple of STEPS_PER_EXECUTION ends with a shorter call, at the same speed.
     """
     backend = keras.backend.backend()
-    return {
-        "unroll": fast and lahead <= UNROLL_UP_TO[backend],  # short windows: straight-line code
-        # Keras allows one step per call on PyTorch
-        "steps_per_execution": STEPS_PER_EXECUTION if fast and backend != "torch" else 1,
-        # TensorFlow: no XLA, on the CPU it costs more to compile than it saves on steps this
-        # small. JAX: jax.jit, without which every op runs on its own, ~100x slower. PyTorch:
-        # eager; torch.compile took 34 s to compile, and its losses ended far from eager mode's.
-        "jit_compile": backend == "jax",
-    }
+    steps = STEPS_PER_EXECUTION if fast and backend != "torch" else 1  # PyTorch: Keras allows 1
+    # jit_compile: TensorFlow, no XLA: on the CPU it costs more to compile than it saves on steps
+    # this small. JAX: jax.jit, without which every op runs on its own, ~100x slower. PyTorch:
+    # eager; torch.compile took 34 s to compile, and its losses ended far from eager mode's.
+    compile_options = {"steps_per_execution": steps, "jit_compile": backend == "jax"}
+    return {"unroll": fast and lahead <= UNROLL_UP_TO[backend], "compile": compile_options}
 
 
 class Sequential(keras.Sequential):
@@ -654,11 +561,8 @@ class Sequential(keras.Sequential):
 
 
 class ProgbarLogger(keras.callbacks.ProgbarLogger):
-    """Keras's progress bar, which never counts past its total.
-
-    Keras (seen on 3.15) reports each call as if it ran all its steps_per_execution steps, the
-    short last call of an epoch too: 2000/1500 for an epoch of 1500 steps.
-    """
+    """Keras's progress bar, which never counts past its total: Keras (seen on 3.15) reports each
+    call as if it ran all its steps, a short one too (1000/800 for an epoch of 800 steps)."""
 
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(min(batch, self.target - 1), logs)
@@ -668,11 +572,10 @@ class ProgbarLogger(keras.callbacks.ProgbarLogger):
 def tensorflow_settings():
     """Two TensorFlow settings for the run, put back afterwards (a notebook's process lives on).
 
-    Its graph optimizer (Grappler) off, so that the same seed gives the same numbers: it rewrites
-    the training step from process to process in ways that change its rounding; with a window of
-    3 or more steps, about one run in six gave other numbers. With it off, 103 runs of 104
-    repeated (see the README), and the default run's numbers and time stay the same.
-    Its Python logger quieter: each cell of a sweep builds new models, whose first calls
+    Its graph optimizer (Grappler) off: it rewrites the training step from process to process in
+    ways that change its rounding, so that the same seed gave other numbers in about one run of
+    six (with a window of 3 or more steps); with it off, 103 runs of 104 repeated, at the same
+    speed. Its Python logger quieter: each cell of a sweep builds new models, whose first calls
     TensorFlow warns about as "retracing".
     """
     if keras.backend.backend() != "tensorflow":
@@ -680,21 +583,21 @@ def tensorflow_settings():
         return
     import tensorflow as tf
 
-    logger, option = logging.getLogger("tensorflow"), "disable_meta_optimizer"
-    level, before = logger.level, tf.config.optimizer.get_experimental_options().get(option, False)
+    logger, level = logging.getLogger("tensorflow"), logging.getLogger("tensorflow").level
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     logger.setLevel(logging.ERROR)
-    tf.config.optimizer.set_experimental_options({option: True})
     try:
         yield
     finally:
-        tf.config.optimizer.set_experimental_options({option: before})
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
         logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------------
 # LAYOUTS (machinery): which sample sits in which slot of which batch
 # ---------------------------------------------------------------------------------------------
-def to_layout(a, batch_size, layout):
+def to_layout(a, batch_size, layout, undo=False):
     """Reorder time-ordered rows so that batches follow `layout`.
 
     A stateful LSTM hands the state of slot i of one batch to slot i of the next, so what the
@@ -713,20 +616,14 @@ def to_layout(a, batch_size, layout):
         stateful model sits at the stateless floor once batch_size > 1.
     contiguous: the series is cut into batch_size streams of equal length; slot i of every
         batch walks through stream i, one time step at a time, as with batch_size = 1.
-    With batch_size = 1 both are the same.
+    With batch_size = 1 both are the same. `undo` puts rows that follow `layout` back in time order.
     """
     if layout == "interleaved":
         return a
-    streams = a.reshape(batch_size, -1, *a.shape[1:])  # streams[i] = stream i, in time order
-    return streams.swapaxes(0, 1).reshape(a.shape)  # row k * batch_size + i = stream i, step k
-
-
-def from_layout(a, batch_size, layout):
-    """Put rows that follow `layout` back in time order (undoes to_layout)."""
-    if layout == "interleaved":
-        return a
-    batches = a.reshape(-1, batch_size, *a.shape[1:])  # batches[k, i] = stream i, step k
-    return batches.swapaxes(0, 1).reshape(a.shape)
+    # in time order, a.reshape(batch_size, -1, ...)[i] is stream i; with `undo`, the rows are
+    # batches and a.reshape(-1, batch_size, ...)[k, i] is step k of stream i
+    rows = (-1, batch_size) if undo else (batch_size, -1)
+    return a.reshape(*rows, *a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
 
 
 def without_history(n_test, tsteps, batch_size, layout):
@@ -735,141 +632,72 @@ def without_history(n_test, tsteps, batch_size, layout):
     The test set is predicted from a freshly reset state. The original leaves out its first
     tsteps - 1 points; with the contiguous layout every stream starts from that reset.
     """
-    skipped = np.zeros(n_test, dtype=bool)
-    starts = [0] if layout == "interleaved" else range(0, n_test, n_test // batch_size)
-    for start in starts:
-        skipped[start : start + tsteps - 1] = True
-    return skipped
-
-
-def interleaved_warning(batch_size, layout):
-    """What the state carries when batches interleave the series; None if it is the step before."""
-    if layout != "interleaved" or batch_size == 1:
-        return None
-    return (
-        f"Note: with batch_size = {batch_size} and the interleaved layout, slot i of each batch "
-        f"continues slot i of the batch before, {batch_size} time steps later, so the stateful "
-        f"LSTM's state carries the input from {batch_size} steps back, not the one before "
-        f"(--layout contiguous keeps it the one before)."
-    )
+    # each point's step in its stream; interleaved, the test set is one stream
+    step = np.arange(n_test) % (n_test // batch_size if layout == "contiguous" else n_test)
+    return step < tsteps - 1
 
 
 def print_layout_note(batch_size, layout):
-    warning = interleaved_warning(batch_size, layout)
-    if warning:
-        print(warning)
+    """Say what the state carries when batches interleave the series (see to_layout)."""
+    if layout == "interleaved" and batch_size > 1:
+        print(f"Note: the state holds the input from {batch_size} steps back (see --layout)")
 
 
 # ---------------------------------------------------------------------------------------------
 # RESULTS (machinery): the summary that checks the claim, metrics.json, the figures' files
 # ---------------------------------------------------------------------------------------------
-METRIC_KEYS = (
-    "test_mse",
-    "r2",
-    "floor_mse",
-    "recovered",
-    "converged",
-    "loss",
-    "val_loss",
-    "seconds",
-)
-
-
-def model_metrics(result):
-    """The JSON-ready part of one model's result."""
-    return {key: result[key] for key in METRIC_KEYS}
-
-
-def numbers(args):
-    """The parameters that fix the data and the models: the whole numbers of the block."""
-    return {name: getattr(args, name) for name, kind in PARAMETERS.items() if kind is int}
-
-
-def run_metrics(args, results, floor_mse):
+def run_metrics(args, results):
     """What metrics.json holds: the parameters, and each model's scores and losses."""
     return {
         "backend": keras.backend.backend(),
-        "params": numbers(args),
+        "params": {name: getattr(args, name) for name, kind in PARAMETERS.items() if kind is int},
         "layout": args.layout,
         "fast": args.fast,
-        "stateless_floor_mse": floor_mse,
-        "stateful": model_metrics(results["stateful"]),
-        "stateless": model_metrics(results["stateless"]),
+        "stateless_floor_mse": stateless_floor_mse(args.tsteps, args.lahead),
+        **{name: {k: v for k, v in results[name].items() if k != "residual"} for name in MODELS},
     }
 
 
-def agrees_with_claim(tsteps, lahead, stateful_converged, stateless_converged):
-    """The example's claim: the stateful model converges; the stateless one iff lahead >= tsteps."""
-    return stateful_converged and stateless_converged == (lahead >= tsteps)
-
-
-def claim_sentence(tsteps, lahead, stateful_converged, stateless_converged):
-    """One sentence: does this run agree with the example's claim?"""
-    expected = (
-        "both models converge when lahead >= tsteps"
-        if lahead >= tsteps
-        else "only the stateful model converges when lahead < tsteps"
-    )
-    if agrees_with_claim(tsteps, lahead, stateful_converged, stateless_converged):
-        return f"This run agrees with the example's claim: {expected}."
-    outcome = {
-        (True, True): "both converged",
-        (True, False): "only the stateful model converged",
-        (False, True): "only the stateless model converged",
-        (False, False): "neither converged",
-    }[(stateful_converged, stateless_converged)]
-    return f"This run does NOT agree with the example's claim ({expected}): {outcome}."
+def claim_check(metrics):
+    """The example's claim for these parameters, and whether this run's verdicts agree with it."""
+    both = metrics["params"]["lahead"] >= metrics["params"]["tsteps"]
+    stateful, stateless = (metrics[name]["converged"] for name in MODELS)
+    claim = "both models converge" if both else "only the stateful model converges"
+    return stateful and stateless == both, f"{claim} when lahead {'>=' if both else '<'} tsteps"
 
 
 def judged(m):
-    """The number a model's verdict reads (see converged), as text."""
+    """The number a model's verdict reads (see score): the share recovered, or R² with no floor."""
     return f"R² {m['r2']:.3f}" if m["recovered"] is None else f"{m['recovered']:.1%} recovered"
 
 
-def floor_text(m):
-    return "none" if m["recovered"] is None else f"{m['floor_mse']:.2e}"
-
-
 def print_summary(metrics):
-    """A short table of both models' scores, the rule of the verdict, and the claim check."""
-    params = metrics["params"]
-    print()
-    print(f"Keras {keras.version()} on {metrics['backend']}; seed {params['seed']}")
-    print(f"{'model':<10} {'test MSE':>10} {'R²':>8} {'recovered':>10}  converged")
-    for name in ("stateful", "stateless"):
+    """Both models' scores and verdicts, the rule of the verdict, and the claim check."""
+    params, floor = metrics["params"], metrics["stateless"]["floor_mse"]
+    print(f"\nKeras {keras.version()} on {metrics['backend']}; seed {params['seed']}")
+    for name in MODELS:
         m = metrics[name]
-        recovered = "-" if m["recovered"] is None else f"{m['recovered']:.1%}"
-        converged = "yes" if m["converged"] else "no"
-        print(f"{name:<10} {m['test_mse']:>10.2e} {m['r2']:>8.3f} {recovered:>10}  {converged}")
-    if metrics["stateless"]["recovered"] is None:
-        print("stateless floor: none, the window shows every input of the moving average")
-        print(f"converged: R² >= {CONVERGED_R2}")
+        verdict = "converged" if m["converged"] else "NOT converged"
+        print(f"{name:<10} test MSE {m['test_mse']:.2e}: {judged(m)}, {verdict}")
+    if floor == 0:
+        print(f"converged: R² >= {CONVERGED_R2} (no stateless floor: the window shows every input)")
     else:
         print(
-            "stateless floor (the best a model without state can do): "
-            f"{metrics['stateless']['floor_mse']:.2e} on this test set, "
-            f"{metrics['stateless_floor_mse']:.2e} expected"
+            f"stateless floor (the best a model without state can do): {floor:.2e} on this test "
+            f"set, {metrics['stateless_floor_mse']:.2e} expected\nconverged: recovers at least "
+            f"{RECOVERED:.0%} of what the window cannot show (test MSE at most half the floor)"
         )
-        print(
-            f"converged: recovers at least {RECOVERED:.0%} of what the window cannot show "
-            "(test MSE at most half the floor)"
-        )
-    converged = [metrics[name]["converged"] for name in ("stateful", "stateless")]
-    print(claim_sentence(params["tsteps"], params["lahead"], *converged))
-
-
-def display_available():
-    """True when pyplot runs an interactive backend, i.e. plt.show() can open windows."""
-    # matplotlib falls back to Agg by itself where there is no display; showing there only warns.
-    non_interactive = backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
-    return plt.get_backend().lower() not in non_interactive
+    agrees, claim = claim_check(metrics)
+    print(f"This run {'agrees' if agrees else 'does NOT agree'} with the example's claim: {claim}.")
 
 
 def finish_figures(figures, output_dir, show):
-    """Save every figure, show them if asked and possible, then close them."""
+    """Save every figure, show them if asked and a display exists, then close them."""
     for name, fig in figures.items():
         write_whole(os.path.join(output_dir, name), functools.partial(fig.savefig, format="png"))
-    if show and display_available():
+    # matplotlib falls back to Agg by itself where there is no display; showing there only warns.
+    non_interactive = backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
+    if show and plt.get_backend().lower() not in non_interactive:
         plt.show()
     for fig in figures.values():
         plt.close(fig)
@@ -877,137 +705,68 @@ def finish_figures(figures, output_dir, show):
 
 def write_whole(path, write):
     """Write a file under another name, then rename it: nobody (nor Ctrl-C) sees it half-written."""
-    partial = path + ".partial"
     try:
-        write(partial)
-        os.replace(partial, path)
+        write(path + ".partial")
+        os.replace(path + ".partial", path)
     finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        if os.path.exists(path + ".partial"):
+            os.remove(path + ".partial")
 
 
 def write_json(path, obj):
-    def dump(partial):
-        with open(partial, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-
-    write_whole(path, dump)
+    write_whole(path, lambda partial: pathlib.Path(partial).write_text(json.dumps(obj, indent=2)))
 
 
 # ---------------------------------------------------------------------------------------------
 # SWEEP (machinery): the experiment over a grid of tsteps x lahead, to check the claim in every cell
 # ---------------------------------------------------------------------------------------------
 def run_sweep(args):
-    """The experiment over sweep_tsteps x sweep_lahead: sweep.json (cell by cell) and sweep.png.
-
-    Ctrl-C stops it; the cells already done stay in sweep.json and in the figure.
-    Returns the cells done.
-    """
-    tsteps_list, lahead_list = args.sweep_tsteps, args.sweep_lahead
-    pairs = [(t, la) for t in tsteps_list for la in lahead_list]
-    backend = keras.backend.backend()
-    grids = f"tsteps in {tsteps_list} x lahead in {lahead_list}"
-    print(f"Sweeping {len(pairs)} cells: {grids} on {backend}")
+    """The experiment over sweep_tsteps x sweep_lahead: one line per cell; sweep.json (for each
+    cell, what metrics.json holds for its run) and sweep.png, both rewritten after every cell, so
+    that Ctrl-C keeps the cells done."""
+    pairs = [(t, la) for t in args.sweep_tsteps for la in args.sweep_lahead]
+    cells, start = [], time.perf_counter()
+    print(f"Sweeping tsteps {args.sweep_tsteps} x lahead {args.sweep_lahead}")
     print_layout_note(args.batch_size, args.layout)
-    path = os.path.join(args.output_dir, "sweep.json")
-    fixed = {
-        name: value for name, value in numbers(args).items() if name not in ("tsteps", "lahead")
-    }
-    header = {"backend": backend, "params": fixed, "layout": args.layout, "fast": args.fast}
-    cells = []
-    start = time.perf_counter()
-    try:
-        for done, (t, la) in enumerate(pairs, start=1):
-            cell_args = argparse.Namespace(**{**vars(args), "tsteps": t, "lahead": la})
-            data = build_series(args.input_len, t, la, args.seed)
-            with contextlib.redirect_stdout(
-                io.StringIO()
-            ):  # one line per cell, not its training log
-                results = experiment(cell_args, *data)
-            cells.append(
-                {
-                    "tsteps": t,
-                    "lahead": la,
-                    "stateless_floor_mse": stateless_floor_mse(t, la),
-                    "stateful": model_metrics(results["stateful"]),
-                    "stateless": model_metrics(results["stateless"]),
-                }
-            )
-            write_json(path, {**header, "cells": cells})
-            elapsed = time.perf_counter() - start
-            left = elapsed / done * (len(pairs) - done)
-            print(
-                f"[{done}/{len(pairs)}] tsteps={t} lahead={la}: "
-                f"stateful {judged(cells[-1]['stateful'])}, "
-                f"stateless {judged(cells[-1]['stateless'])}"
-                f" | {elapsed:.0f} s elapsed, about {left:.0f} s left",
-                flush=True,
-            )
-    except KeyboardInterrupt:
-        print(f"\nInterrupted: {len(cells)} of {len(pairs)} cells kept in {path}")
-    if not cells:
-        return cells
-
-    print()
-    print(
-        f"{'tsteps':>6} {'lahead':>6} {'test floor':>10} {'stateful':>18} {'stateless':>18}  claim"
-    )
-    for cell in cells:
-        converged = [cell[name]["converged"] for name in ("stateful", "stateless")]
-        agrees = agrees_with_claim(cell["tsteps"], cell["lahead"], *converged)
+    for done, (t, la) in enumerate(pairs, start=1):
+        cell = argparse.Namespace(**{**vars(args), "tsteps": t, "lahead": la})
+        with contextlib.redirect_stdout(io.StringIO()):  # one line per cell, not its log
+            results = experiment(cell, *build_series(args.input_len, t, la, args.seed))
+        cells.append(run_metrics(cell, results))
+        write_json(os.path.join(args.output_dir, "sweep.json"), {"cells": cells})
+        figure = plot_sweep(cells, args.sweep_tsteps, args.sweep_lahead)
+        finish_figures({"sweep.png": figure}, args.output_dir, args.show and done == len(pairs))
+        agrees = "agrees" if claim_check(cells[-1])[0] else "DIFFERS"
+        models = ", ".join(f"{name} {judged(cells[-1][name])}" for name in MODELS)
+        seconds = time.perf_counter() - start
         print(
-            f"{cell['tsteps']:>6} {cell['lahead']:>6} {floor_text(cell['stateless']):>10} "
-            f"{judged(cell['stateful']):>18} {judged(cell['stateless']):>18}  "
-            f"{'agrees' if agrees else 'DIFFERS'}"
+            f"[{done}/{len(pairs)}] tsteps={t} lahead={la}: {models}: {agrees} | "
+            f"{seconds:.0f} s elapsed, about {seconds / done * (len(pairs) - done):.0f} s left",
+            flush=True,
         )
-    figure = plot_sweep(cells, tsteps_list, lahead_list)
-    finish_figures({"sweep.png": figure}, args.output_dir, args.show)
     print(f"sweep.json and sweep.png written to {args.output_dir}")
-    return cells
 
 
 def plot_sweep(cells, tsteps_list, lahead_list):
-    """One heat map per model of what its verdict reads, over tsteps x lahead: the share it
-    recovered of what the window cannot show, or R² where there is no floor. Converged cells are
-    framed."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5), layout="constrained")
-    for ax, name in zip(axes, ("stateful", "stateless"), strict=True):
-        grid = np.full((len(tsteps_list), len(lahead_list)), np.nan)
-        for cell in cells:
-            row, col = tsteps_list.index(cell["tsteps"]), lahead_list.index(cell["lahead"])
-            grid[row, col] = (
-                cell[name]["recovered"] if cell["lahead"] < cell["tsteps"] else cell[name]["r2"]
-            )
-        image = ax.imshow(grid, origin="lower", cmap="viridis", vmin=0, vmax=1)
-        for cell in cells:
-            row, col = tsteps_list.index(cell["tsteps"]), lahead_list.index(cell["lahead"])
-            value = grid[row, col]
-            text = f"{value:.0%}" if cell["lahead"] < cell["tsteps"] else f"R² {value:.2f}"
-            color = "white" if value < 0.6 else "black"
-            ax.text(col, row, text, ha="center", va="center", color=color)
-            if cell[name]["converged"]:
-                frame = plt.Rectangle(
-                    (col - 0.45, row - 0.45), 0.9, 0.9, fill=False, edgecolor="red", linewidth=2
-                )
-                ax.add_patch(frame)
-        # where lahead = tsteps: on and right of it the window holds the whole moving average
-        diagonal = [
-            (lahead_list.index(t), tsteps_list.index(t)) for t in tsteps_list if t in lahead_list
-        ]
-        if diagonal:
-            ax.plot(*zip(*diagonal, strict=True), color="white", linestyle="--")
-        ax.set_xticks(range(len(lahead_list)), [str(v) for v in lahead_list])
-        ax.set_yticks(range(len(tsteps_list)), [str(v) for v in tsteps_list])
-        ax.set_xlabel("lahead (input window)")
-        ax.set_ylabel("tsteps (moving-average window)")
-        ax.set_title(f"{name.capitalize()} LSTM")
-    fig.suptitle(
-        "Left of the dashed line (lahead < tsteps): share recovered of what the window cannot "
-        f"show; on and right of it: R².\nRed frame: converged (recovered >= {RECOVERED:.0%}, or "
-        f"R² >= {CONVERGED_R2} where there is no floor)"
+    """The claim checked cell by cell over tsteps x lahead: green where the run agrees with it,
+    red where it differs, and what each model's verdict reads."""
+    size = (max(8, 2.6 * len(lahead_list) + 1.5), 1.2 * len(tsteps_list) + 1.5)
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    agrees = np.full((len(tsteps_list), len(lahead_list)), np.nan)
+    for metrics in cells:
+        params = metrics["params"]
+        row, col = tsteps_list.index(params["tsteps"]), lahead_list.index(params["lahead"])
+        agrees[row, col] = claim_check(metrics)[0]
+        text = "\n".join(f"{name}: {judged(metrics[name])}" for name in MODELS)
+        ax.text(col, row, text, ha="center", va="center", fontsize=8)
+    ax.imshow(agrees, origin="lower", cmap="RdYlGn", vmin=-1, vmax=2)
+    ax.set_xticks(range(len(lahead_list)), lahead_list)
+    ax.set_yticks(range(len(tsteps_list)), tsteps_list)
+    ax.set(xlabel="lahead (input window)", ylabel="tsteps (moving-average window)")
+    ax.set_title(
+        "The claim (only the stateful model converges when lahead < tsteps, both when lahead >= "
+        "tsteps), cell by cell:\ngreen where this run agrees, red where it differs"
     )
-    fig.colorbar(image, ax=axes, label="share recovered, or R² (colours clipped to 0..1)")
     return fig
 
 
@@ -1018,263 +777,92 @@ def plot_sweep(cells, tsteps_list, lahead_list):
 PARAMETERS = inspect.get_annotations(sys.modules[__name__])
 
 
-def block_comments():
-    """Each parameter's meaning: the comment after it in the editable block (the --help text)."""
-    try:
-        with open(globals()["__file__"], encoding="utf-8") as f:
-            tokens = list(tokenize.generate_tokens(f.readline))
-    except (KeyError, OSError, SyntaxError, tokenize.TokenError):  # no file: pasted into a cell
-        return {}  # no source to read: flags without help texts
-    names = {t.start[0]: t.string for t in tokens if t.type == tokenize.NAME and t.start[1] == 0}
-    comments = {t.start[0]: t.string for t in tokens if t.type == tokenize.COMMENT}
-    return {
-        names[line]: comments[line].lstrip("# ")
-        for line in names
-        if names[line] in PARAMETERS and line in comments
-    }
+def problem(name, value):
+    """What is wrong with a parameter's value, from a flag or from the block; None if nothing."""
+    kind, choices = PARAMETERS[name], typing.get_args(PARAMETERS[name])
+    if kind is int:
+        must = "an integer from 0 to 2**32 - 1" if name == "seed" else "a positive integer"
+        ok = type(value) is int and (0 <= value < 2**32 if name == "seed" else value > 0)
+    elif kind == list[int]:
+        must = "a list of positive integers"
+        ok = type(value) is list and value and all(type(v) is int and v > 0 for v in value)
+    elif kind in (bool, str):
+        must, ok = ("True or False" if kind is bool else "a folder name"), type(value) is kind
+    elif typing.get_origin(kind) is typing.Literal:
+        must, ok = f"one of {', '.join(choices)}", value in choices
+    else:
+        kind = getattr(kind, "__name__", kind)
+        return f"the type {kind} is not one this script checks; keep the line's type"
+    return None if ok and value != "" else f"must be {must}"
 
 
-def whole_number(value, must):
-    """An int from a flag's text or from the editable block; never a bool or a float."""
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    elif isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise argparse.ArgumentTypeError(f"{must}, got {value!r}")
-
-
-def positive_int(value):
-    """A whole number > 0."""
-    must = "must be a positive integer"
-    number = whole_number(value, must)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{must}, got {value!r}")
-    return number
-
-
-def seed_int(value):
-    """A seed numpy's RandomState accepts."""
-    number = whole_number(value, "must be an integer")
-    if not 0 <= number < 2**32:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32 - 1, got {value!r}")
-    return number
-
-
-def one_of(choices):
-    def choice(value):
-        if value not in choices:
-            raise argparse.ArgumentTypeError(f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    return choice
-
-
-def switch(value):
-    if not isinstance(value, bool):
-        raise argparse.ArgumentTypeError(f"must be True or False, got {value!r}")
-    return value
-
-
-def folder(value):
-    if not isinstance(value, str) or not value:
-        raise argparse.ArgumentTypeError(f"must be a folder name, got {value!r}")
-    return value
-
-
-def grid(value):
-    """A non-empty list of positive integers (the sweep's grids)."""
-    if not isinstance(value, (list, tuple)) or not value:
-        raise argparse.ArgumentTypeError(f"must be a list of positive integers, got {value!r}")
-    return [positive_int(item) for item in value]
-
-
-def check_of(name):
-    """The check a parameter's values get, from its type in the block."""
-    kind = PARAMETERS[name]
-    if name == "seed":
-        return seed_int  # the one number that may be 0
-    if typing.get_origin(kind) is Literal:
-        return one_of(typing.get_args(kind))
-    checks = {int: positive_int, bool: switch, str: folder, list[int]: grid}
-    return checks.get(kind, unknown_type(kind))
-
-
-def unknown_type(kind):
-    """The check of a type edited into the block that the script cannot check: always refuses."""
-
-    def refuse(value):
-        raise argparse.ArgumentTypeError(
-            f"the type {getattr(kind, '__name__', kind)} is not one this script can check; "
-            f"keep the line's type (int, bool, str, list[int] or Literal[...]) and change its value"
-        )
-
-    return refuse
-
-
-def check_editable_block(parser):
-    """argparse checks what is typed on the command line; the block's values get the same checks."""
-    block = globals()
-    for name in PARAMETERS:
-        try:
-            check_of(name)(block[name])
-        except argparse.ArgumentTypeError as error:
-            message = f"{name} = {block[name]!r} in the editable block: {error}"
-            parser.exit(2, f"{parser.prog}: error: {message}\n")
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, without the usage (see --help)
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def make_parser():
-    """One flag per parameter of the editable block: its default, check and help come from there."""
-    parser = argparse.ArgumentParser(
-        prog="lstm_stateful.py",  # not the kernel's name, in a notebook
-        description="Stateful vs stateless LSTM on a moving average (the Keras example, Keras 3).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    comments = block_comments()
+    """One flag per parameter of the editable block: its default, type and --help (the comment
+    after it) come from there. In a notebook's cell there is no file, and no help text."""
+    parser = ArgumentParser(prog="lstm_stateful.py", description="Stateful vs stateless LSTM.")
+    comments = {}  # the comment after each line of the block
+    with contextlib.suppress(KeyError, OSError), open(globals()["__file__"], encoding="utf-8") as f:
+        comments = dict(re.findall(r"^(\w+): .+?  # (.+)$", f.read(), re.MULTILINE))
     for name, kind in PARAMETERS.items():
-        flag, default, text = "--" + name.replace("_", "-"), globals()[name], comments.get(name)
+        default, choices = globals()[name], typing.get_args(kind) or None  # a Literal's choices
+        options = {"default": default, "help": f"{comments.get(name, '')} (default: {default})"}
         if kind is bool:
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=text
-            )
+            options["action"] = argparse.BooleanOptionalAction
         elif kind == list[int]:
-            # SUPPRESS: absent unless given, so that main can refuse it without --sweep
-            parser.add_argument(
-                flag,
-                type=positive_int,
-                nargs="+",
-                default=argparse.SUPPRESS,
-                metavar="N",
-                help=f"{text} (default: {default})",
-            )
-        else:
-            choices = typing.get_args(kind)
-            metavar = "{" + ",".join(choices) + "}" if choices else None
-            parser.add_argument(
-                flag, type=check_of(name), default=default, metavar=metavar, help=text
-            )
+            options |= {"type": int, "nargs": "+", "metavar": "N"}
+        else:  # int, or str with or without choices
+            options |= {"type": int if kind is int else str, "choices": choices}
+        parser.add_argument("--" + name.replace("_", "-"), **options)
     return parser
 
 
 def available_memory():
     """Bytes this process can still use: Linux's MemAvailable, else all physical memory (macOS),
     else None (Windows has neither: there numpy's MemoryError stops a run that does not fit)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    with contextlib.suppress(AttributeError, ValueError, OSError):
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
-# The (input_len x lahead) window view of float64 exists several times over: building the arrays
-# peaks at 3 copies (measured), run() keeps the one it prints and plots, and fit converts the
-# arrays once more. 6 copies leaves a margin.
-DATA_COPIES = 6
-# Training keeps the LSTM's gates and states of every sample and window step for the backward
-# pass: measured ~580 bytes per sample and step (--lahead 500, --batch-size 2000 vs 8000).
-ACTIVATION_BYTES = 20 * 8 * 4  # 20 units x 8 float32 values
-
-
-def memory_needed(input_len, lahead, batch_size):
-    """Bytes of (data, LSTM activations) a run needs at its peak, on top of the framework's own."""
-    data = DATA_COPIES * (input_len + lahead - 1) * lahead * 8
-    activations = batch_size * lahead * ACTIVATION_BYTES
-    return data, activations
-
-
-def check_memory(parser, input_len, lahead, batch_size):
-    """Refuse, before any work, data or a model that would not fit in memory."""
-    data, activations = memory_needed(input_len, lahead, batch_size)
-    have = available_memory()
-    if have is not None and data + activations > have:
-        gib = 2**30
-        lower = "--lahead or --input-len" if data >= activations else "--batch-size or --lahead"
-        parser.error(
-            f"--input-len {input_len}, --lahead {lahead} and --batch-size {batch_size} need about "
-            f"{(data + activations) / gib:.1f} GiB ({data / gib:.1f} GiB of data, "
-            f"{activations / gib:.1f} GiB of LSTM activations), and {have / gib:.1f} GiB of memory "
-            f"is available; lower {lower}"
+def check(args):
+    """What, if anything, keeps this run from running; checked before any work."""
+    for name, value in vars(args).items():  # the editable block's values too: they are defaults
+        if message := problem(name, value):
+            where = "in the editable block" if value is globals()[name] else "on the command line"
+            return f"{name} = {value!r} {where}: {message}"
+    if not args.sweep and (args.sweep_tsteps, args.sweep_lahead) != (sweep_tsteps, sweep_lahead):
+        return "--sweep-tsteps and --sweep-lahead only make sense with --sweep"
+    if (backend := keras.backend.backend()) not in ("tensorflow", "jax", "torch"):
+        return f"Keras's {backend} backend cannot train: set KERAS_BACKEND=tensorflow, jax or torch"
+    n, batch = args.input_len, args.batch_size
+    tsteps = max(args.sweep_tsteps) if args.sweep else args.tsteps
+    lahead = max(args.sweep_lahead) if args.sweep else args.lahead
+    to_train, to_test = split_sizes(n, batch)
+    # R² needs two scored points, and the stateful score skips the first tsteps - 1 of each
+    # stream that starts from a reset state: one, or with --layout contiguous, batch_size.
+    streams = batch if args.layout == "contiguous" else 1
+    if to_train == 0 or to_test < tsteps + 1 or to_test // streams < tsteps:
+        return (
+            f"--input-len {n} leaves {to_train} training and {to_test} test points, "
+            f"{to_test // streams} per stream; --tsteps {tsteps} needs more: raise --input-len"
         )
-
-
-def split_sizes(input_len, batch_size, ratio=0.8):
-    """How many points split_data puts in the training and test sets, without building them."""
-    to_train = int(input_len * ratio)
-    to_train -= to_train % batch_size
-    to_test = input_len - to_train - input_len % batch_size
-    return to_train, to_test
-
-
-def check_sizes(parser, input_len, tsteps, batch_size, layout):
-    """Refuse, before any work, a combination that leaves too little data to train or test."""
-    to_train, to_test = split_sizes(input_len, batch_size)
-    if to_train == 0:
-        parser.error(
-            f"--input-len {input_len} with --batch-size {batch_size} leaves no training data "
-            f"(80% of input_len, trimmed to whole batches); raise --input-len or lower --batch-size"
-        )
-    # R² needs at least two scored points, and the stateful score skips the first tsteps - 1.
-    if to_test < tsteps + 1:
-        parser.error(
-            f"--input-len {input_len} with --batch-size {batch_size} leaves {to_test} test points; "
-            f"--tsteps {tsteps} needs at least {tsteps + 1}; raise --input-len or lower --tsteps"
-        )
-    # Each contiguous stream starts from a reset state and skips its own first tsteps - 1.
-    if layout == "contiguous" and to_test // batch_size < tsteps:
-        parser.error(
-            f"--layout contiguous cuts the {to_test} test points into {batch_size} streams of "
-            f"{to_test // batch_size}; --tsteps {tsteps} needs streams of at least {tsteps}; "
-            f"raise --input-len or lower --batch-size"
-        )
-
-
-def prepare_output_dir(parser, path):
-    """Make sure the figures can be written before spending minutes on training."""
+    # The window view of float64 exists up to 6 times over (3 while it is built, measured), and
+    # training keeps ~580 bytes per sample and window step (measured; 640 = 20 units x 8 float32).
+    need, have = 6 * (n + lahead - 1) * lahead * 8 + batch * lahead * 640, available_memory()
+    if have is not None and need > have:
+        gib = f"{need / 2**30:.1f} GiB, and {have / 2**30:.1f} GiB is available"
+        return f"--input-len, --lahead and --batch-size need about {gib}: lower them"
     try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
+        os.makedirs(args.output_dir, exist_ok=True)
+        tempfile.TemporaryFile(dir=args.output_dir).close()
     except OSError as error:
-        parser.error(f"--output-dir {path!r} cannot be written: {error.strerror or error}")
-
-
-MIN_KERAS = (3, 7)  # fused steps (fast) stop with an error on TensorFlow under Keras 3.0 to 3.6
-
-
-def backend_problem():
-    """None when this Keras and its backend can run the script, else one line saying why not."""
-    version = tuple(int(part) for part in keras.version().split(".")[:2])
-    if version < MIN_KERAS:
-        return (
-            f"Keras {keras.version()} is too old: this script needs keras >= 3.7 "
-            "(pip install -U keras)"
-        )
-    if keras.backend.backend() not in BACKENDS:
-        return (
-            f"the Keras backend {keras.backend.backend()!r} cannot train; "
-            f"set KERAS_BACKEND to one of {', '.join(BACKENDS)}"
-        )
-    return None
-
-
-def interrupted(output_dir, since):
-    """The one line printed after Ctrl-C: which files this run had written, whole, by then."""
-    kept = sorted(
-        name
-        for name in os.listdir(output_dir)
-        if not name.startswith(".") and os.path.getmtime(os.path.join(output_dir, name)) >= since
-    )
-    return f"Interrupted: {', '.join(kept) or 'nothing'} written to {output_dir} by this run"
+        return f"--output-dir {args.output_dir!r} cannot be written: {error}"
 
 
 def command_line():
@@ -1290,36 +878,21 @@ def command_line():
 def main(argv=None):
     """Run with the flags `argv` (default: command_line()); returns the exit status."""
     parser = make_parser()
-    check_editable_block(parser)
     args = parser.parse_args(command_line() if argv is None else argv)
-    problem = backend_problem()
-    if problem:
-        parser.exit(2, f"{parser.prog}: error: {problem}\n")
-    given = vars(args)
-    if not args.sweep and ("sweep_tsteps" in given or "sweep_lahead" in given):
-        parser.error("--sweep-tsteps and --sweep-lahead only make sense with --sweep")
-    # the grids, from the flags or else the block: each value once, in increasing order
-    args.sweep_tsteps = sorted(set(given.get("sweep_tsteps", sweep_tsteps)))
-    args.sweep_lahead = sorted(set(given.get("sweep_lahead", sweep_lahead)))
-    most_tsteps = max(args.sweep_tsteps) if args.sweep else args.tsteps
-    most_lahead = max(args.sweep_lahead) if args.sweep else args.lahead
-    check_sizes(parser, args.input_len, most_tsteps, args.batch_size, args.layout)
-    check_memory(parser, args.input_len, most_lahead, args.batch_size)
-    prepare_output_dir(parser, args.output_dir)
+    if message := check(args):
+        parser.error(message)
     # Ctrl-C: one line instead of a traceback, and 130, the status a shell gives a run it stopped.
     since = time.time() - 1  # file times may be rounded down to the second
     try:
         with tensorflow_settings():
-            if args.sweep:
-                cells = run_sweep(args)
-                # the sweep said what it kept
-                return 0 if len(cells) == len(args.sweep_tsteps) * len(args.sweep_lahead) else 130
-            run(args)
+            run_sweep(args) if args.sweep else run(args)
     except KeyboardInterrupt:
-        print(f"\n{interrupted(args.output_dir, since)}", flush=True)
+        folder = args.output_dir
+        kept = sorted(f for f in os.listdir(folder) if os.path.getmtime(f"{folder}/{f}") >= since)
+        print(f"\nInterrupted: {', '.join(kept) or 'nothing'} written to {folder} by this run")
         return 130
     except MemoryError:  # where available_memory() could not tell: numpy's allocation failed
-        parser.exit(2, f"{parser.prog}: error: out of memory; lower --input-len or --lahead\n")
+        parser.error("out of memory; lower --input-len or --lahead")
     return 0
 
 
