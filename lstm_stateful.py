@@ -759,7 +759,7 @@ def plot_sweep(cells, tsteps_list, lahead_list):
         agrees[row, col] = claim_check(metrics)[0]
         text = "\n".join(f"{name}: {judged(metrics[name])}" for name in MODELS)
         ax.text(col, row, text, ha="center", va="center", fontsize=8)
-    ax.imshow(agrees, origin="lower", cmap="RdYlGn", vmin=-1, vmax=2)
+    ax.imshow(agrees, origin="lower", cmap="RdYlGn", vmin=-0.5, vmax=1.5, aspect="auto")
     ax.set_xticks(range(len(lahead_list)), lahead_list)
     ax.set_yticks(range(len(tsteps_list)), tsteps_list)
     ax.set(xlabel="lahead (input window)", ylabel="tsteps (moving-average window)")
