@@ -487,7 +487,11 @@ except (ImportError, ValueError, KeyboardInterrupt) as error:  # no such backend
     if isinstance(error, KeyboardInterrupt):
         print("Interrupted while loading Keras: nothing written")
         sys.exit(130)
-    print(f"lstm_stateful.py: error: Keras cannot load its backend: {error}", file=sys.stderr)
+    print(
+        f"lstm_stateful.py: error: Keras cannot load its backend: {error}; install it (see the "
+        "README) or set KERAS_BACKEND to tensorflow, jax or torch",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 

@@ -673,7 +673,8 @@ def test_a_framework_that_fails_to_load_says_why_then_the_hint(tmp_path):
     ]
     assert lines[-1] == (
         "lstm_stateful.py: error: Keras cannot load its backend: "
-        "numpy.core.multiarray failed to import"
+        "numpy.core.multiarray failed to import; install it (see the README) or set KERAS_BACKEND "
+        "to tensorflow, jax or torch"
     )
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
@@ -725,6 +726,7 @@ def test_a_backend_that_cannot_run_gets_one_line_and_status_2(backend, message, 
     )
     assert done.returncode == 2
     assert done.stderr.startswith(f"lstm_stateful.py: error: {message}")
+    assert done.stderr.rstrip().endswith("tensorflow, jax or torch")  # the names that can train
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert done.stdout == "" and not (tmp_path / "out").exists()
 
