@@ -471,6 +471,10 @@ def stderr_held():
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's kernels pay a set-up cost per op that outweighs ops as tiny as this model's.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# One thread for TensorFlow's independent ops: with more, their order, and so the stateful
+# model's rounding, changed from run to run (TensorFlow 2.16: 2 runs of 6 differed; 8 of 8 alike
+# with one thread). The same numbers as before on 2.21, and no slower.
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 if __name__ == "__main__" and "IPython" not in sys.modules:  # (Keras imports IPython: check first)
     # On JAX or PyTorch, keras.utils.set_random_seed would import TensorFlow only to seed it:
     # seconds this run never uses. A None entry makes Python treat a module as not installed.
