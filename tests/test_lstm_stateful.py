@@ -622,7 +622,7 @@ def test_the_command_line_runs_on_each_backend_and_repeats_exactly(backend, tmp_
     process) give the same numbers, bit for bit; the outputs go to --output-dir, nothing into the
     working directory; TensorFlow neither logs a wall of lines nor loads where another backend
     runs. (Not compared with a run in this process, which trained other models first: there,
-    TensorFlow 2.16 rounds the stateful model otherwise about once in 30 runs; docs/results.md.)"""
+    TensorFlow 2.16 rounds the stateful model otherwise in about one run of 20; docs/results.md.)"""
     require(backend)
     flags = ["--input-len", "250", "--epochs", "2", "--tsteps", "4", "--lahead", "3"]
     names = ["first", "second"]
