@@ -370,26 +370,39 @@ def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
         assert set(cell["stateful"]) == set(cell["stateless"]) == METRIC_KEYS
         assert cell["stateless_floor_mse"] == ls.stateless_floor_mse(tsteps, lahead)
     # a cell holds what a run of its own would (with the same TensorFlow settings, which change
-    # the rounding): the same numbers, up to the last digits, which TensorFlow 2.16 sometimes
-    # rounds otherwise in a process that trained other models first (docs/results.md)
+    # the rounding)
     args = parameters(input_len=40, epochs=1, tsteps=1, lahead=3)
     with ls.tensorflow_settings():
         alone = ls.run_metrics(args, ls.experiment(args, *ls.build_series(40, 1, 3, 1986)))
-    alone = json.loads(json.dumps(alone))
-    for name in ("stateful", "stateless"):
-        trained = ("test_mse", "r2", "recovered", "loss", "val_loss", "seconds")
-        for key in trained[:-1]:  # (None, where a model has no floor, is NaN here)
-            cell, run = (np.array(m[name][key], dtype=float) for m in (cells[1], alone))
-            np.testing.assert_allclose(cell, run, rtol=1e-5)
-        for metrics in (alone, cells[1]):
-            for key in trained:
-                metrics[name].pop(key)
-    assert cells[1] == alone
+    assert_same_numbers(cells[1], json.loads(json.dumps(alone)))
     assert matplotlib_image_shape(tmp_path / "sweep.png")[1] >= 800
     printed = capsys.readouterr().out
     assert "[2/2] tsteps=1 lahead=3: stateful R² " in printed and "s left" in printed
     assert "[1/2] tsteps=2 lahead=3: stateful R² " in printed
     assert not list(tmp_path.glob("*.partial"))
+
+
+def assert_same_numbers(run, other):
+    """Two runs' metrics are equal, bit for bit, but for `seconds`. On TensorFlow 2.16 (the lowest
+    allowed), which now and then rounds the stateful model otherwise from the 7th digit on (in
+    about one run of 20 after other models in the same process, and once in CI between two new
+    processes: docs/results.md), the trained models' numbers need only agree to 5 digits."""
+    run, other = json.loads(json.dumps(run)), json.loads(json.dumps(other))  # copies
+    old_tensorflow = run["backend"] == "tensorflow" and tensorflow_version() < (2, 17)
+    for name in ("stateful", "stateless"):
+        trained = ("test_mse", "r2", "recovered", "loss", "val_loss")
+        for metrics in (run, other):
+            metrics[name].pop("seconds")
+        for key in trained if old_tensorflow else ():  # (None, where there is no floor: NaN)
+            a, b = (np.array(m[name].pop(key), dtype=float) for m in (run, other))
+            np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert run == other
+
+
+def tensorflow_version():
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version("tensorflow").split(".")[:2])
 
 
 def matplotlib_image_shape(path):
@@ -621,8 +634,8 @@ def test_the_command_line_runs_on_each_backend_and_repeats_exactly(backend, tmp_
     of 3 steps (which TensorFlow's graph optimizer used to round differently from process to
     process) give the same numbers, bit for bit; the outputs go to --output-dir, nothing into the
     working directory; TensorFlow neither logs a wall of lines nor loads where another backend
-    runs. (Not compared with a run in this process, which trained other models first: there,
-    TensorFlow 2.16 rounds the stateful model otherwise in about one run of 20; docs/results.md.)"""
+    runs. (Not with a run in this process, which trained other models first: more often there,
+    TensorFlow 2.16 rounds the stateful model otherwise; see assert_same_numbers.)"""
     require(backend)
     flags = ["--input-len", "250", "--epochs", "2", "--tsteps", "4", "--lahead", "3"]
     names = ["first", "second"]
@@ -661,10 +674,7 @@ def test_the_command_line_runs_on_each_backend_and_repeats_exactly(backend, tmp_
         runs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
     assert sorted(p.name for p in tmp_path.iterdir()) == names
     assert runs[0]["backend"] == backend and len(runs[0]["stateful"]["loss"]) == 2
-    for metrics in runs:
-        for name in ("stateful", "stateless"):
-            metrics[name].pop("seconds")
-    assert runs[0] == runs[1]
+    assert_same_numbers(*runs)
 
 
 def test_a_framework_that_fails_to_load_says_why_then_the_hint(tmp_path):
