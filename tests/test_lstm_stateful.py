@@ -385,8 +385,8 @@ def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
 def assert_same_numbers(run, other):
     """Two runs' metrics are equal, bit for bit, but for `seconds`. On TensorFlow 2.16 (the lowest
     allowed), which now and then rounds the stateful model otherwise from the 7th digit on (in
-    about one run of 20 after other models in the same process, and once in CI between two new
-    processes: docs/results.md), the trained models' numbers need only agree to 5 digits."""
+    about one run of 20 after other models in the same process, and once in `.ci/run` between two
+    new processes: docs/results.md), the trained models' numbers need only agree to 5 digits."""
     run, other = json.loads(json.dumps(run)), json.loads(json.dumps(other))  # copies
     old_tensorflow = run["backend"] == "tensorflow" and tensorflow_version() < (2, 17)
     for name in ("stateful", "stateless"):
@@ -632,10 +632,10 @@ def run_as_command_line(*args, before="pass", after="pass", **kwargs):
 def test_the_command_line_runs_on_each_backend_and_repeats_exactly(backend, tmp_path):
     """`python lstm_stateful.py`, twice at once, each in a new process: the same seed and a window
     of 3 steps (which TensorFlow's graph optimizer used to round differently from process to
-    process) give the same numbers, bit for bit; the outputs go to --output-dir, nothing into the
-    working directory; TensorFlow neither logs a wall of lines nor loads where another backend
-    runs. (Not with a run in this process, which trained other models first: more often there,
-    TensorFlow 2.16 rounds the stateful model otherwise; see assert_same_numbers.)"""
+    process) give the same numbers (see assert_same_numbers); the outputs go to --output-dir,
+    nothing into the working directory; TensorFlow neither logs a wall of lines nor loads where
+    another backend runs. (Not against a run in this process, which trained other models first:
+    there TensorFlow 2.16 rounds the stateful model otherwise more often.)"""
     require(backend)
     flags = ["--input-len", "250", "--epochs", "2", "--tsteps", "4", "--lahead", "3"]
     names = ["first", "second"]
