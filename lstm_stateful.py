@@ -1,8 +1,10 @@
 """
-Title: How to use a stateful LSTM model, stateful vs stateless LSTM performance comparison
-Original: the Keras 2 example `examples/lstm_stateful.py` (Keras team, MIT licence)
-Port: Keras 3 (TensorFlow, JAX or PyTorch), as one runnable, tested script
-Description: a stateful LSTM remembers what its input window cannot show it.
+Title: Stateful vs stateless LSTM
+Author: the Keras team (Keras 2 example `examples/lstm_stateful.py`); Keras 3 port: its maintainers
+Date created: 2026/11/28 (this Keras 3 port; the Keras 2 original is undated)
+Last modified: 2026/12/01
+Description: A stateful LSTM remembers what its input window cannot show; a stateless one cannot.
+Accelerator: None
 
 The models are trained on an input/output pair, where
 the input is a generated uniformly distributed
@@ -36,12 +38,19 @@ window cannot show: its test MSE is at most half that floor, measured on the sam
 (R² would credit a model at the floor with the part of the average it sees: with tsteps = 6 and
 lahead = 5, 0.83.) Where there is no floor (`lahead >= tsteps`), it converges when R² >= 0.8.
 
-What "stateful" means here: an LSTM carries a state (two vectors of 20 numbers) from each step
-of its window to the next. A stateless LSTM starts every window from zeros, so it knows only the
-`lahead` inputs it is shown. A stateful LSTM (`stateful=True`) starts each batch from the state
+What "stateful" means here: an LSTM carries a state (two vectors of 20 numbers, h and c) from each
+step of its window to the next. A stateless LSTM starts every window from zeros, so it knows only
+the `lahead` inputs it is shown. A stateful LSTM (`stateful=True`) starts each batch from the state
 the batch before left, slot by slot: sample i of a batch continues sample i of the batch before.
 So with batches of one sample in time order the state runs along the whole series, until it is
-reset by hand, after each epoch and before predicting, so that each pass starts afresh.
+reset by hand, after each epoch and before predicting, so that each pass starts afresh. Two things
+learners ask: the validation inside `fit` runs on from the state training left (as in the
+original), and it moves the state on; and the state is carried forward from batch to batch, but
+gradients never flow back across batches: each step learns through its own window only.
+
+After the original's experiment, the trained stateful model is used as one uses it next: its
+weights go to a copy built for batches of one sample, which is fed the test set one sample per
+call, as a stream arrives; the run prints what the state holds and that `reset_state()` clears it.
 
 Usage:
     python lstm_stateful.py                       # the original experiment
@@ -102,6 +111,7 @@ AMP = 0.1  # the input is uniform noise in [-AMP, +AMP], as in the original
 RECOVERED = 0.5  # a model converges when it recovers this share of what its window cannot show
 CONVERGED_R2 = 0.8  # where the window shows everything (no floor): when its R² reaches this
 MODELS = ("stateful", "stateless")
+STREAMED = (*MODELS, "stream")  # and the trained stateful model, one sample per call
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,19 +192,44 @@ def split_data(x, y, batch_size):
 # ---------------------------------------------------------------------------------------------
 # MODEL
 # ---------------------------------------------------------------------------------------------
-def create_model(stateful, batch_size, lahead, speed):
+def create_model(stateful, batch_size, lahead, speed, seed):
     """LSTM(20) then Dense(1), trained on mse with adam, as in the original.
 
     `speed` (from speed_settings) chooses how Keras runs the model, never what it computes.
-    Sequential and LSTM are Keras's, with the fixes of SPEED SETTINGS and BACKEND WORKAROUND.
     """
-    model = Sequential()
+    # Not Keras's own classes: FusedStepsSequential (SPEED SETTINGS, below) is keras.Sequential
+    # with a predict and a progress bar fit for fused steps; TrackedStateLSTM (BACKEND WORKAROUND)
+    # is keras.layers.LSTM with its state where JAX and PyTorch carry it. Copy them with this.
+    model = FusedStepsSequential()
     # Keras 3 takes the fixed batch a stateful LSTM needs here, not as LSTM(batch_size=...).
     model.add(keras.Input(batch_shape=(batch_size, lahead, 1)))
-    model.add(LSTM(20, stateful=stateful, unroll=speed["unroll"]))
+    model.add(TrackedStateLSTM(20, stateful=stateful, unroll=speed["unroll"]))
     model.add(keras.layers.Dense(1))
     model.compile(loss="mse", optimizer="adam", **speed["compile"])
+    # Beyond the original: the same initial weights on every backend, for the same seed.
+    model.set_weights(initial_weights(seed))
     return model
+
+
+def initial_weights(seed, units=20):
+    """Keras's default initial weights for LSTM(units) and Dense(1), drawn by numpy from `seed`.
+
+    Keras would draw them from each backend's own random numbers, so that TensorFlow, JAX and
+    PyTorch would train from other weights to other numbers. Here both models, on every backend,
+    start from these: glorot-uniform kernels, an orthogonal recurrent kernel, zero biases but the
+    forget gate's, at 1.
+    """
+    rng = np.random.default_rng(seed)  # a generator of its own: not the data's stream
+
+    def glorot_uniform(fan_in, fan_out):
+        limit = np.sqrt(6 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, (fan_in, fan_out))
+
+    kernel = glorot_uniform(1, 4 * units)  # the four gates (i, f, c, o) side by side
+    q, r = np.linalg.qr(rng.standard_normal((4 * units, units)))
+    recurrent_kernel = (q * np.sign(np.diag(r))).T  # orthogonal rows, as keras's Orthogonal
+    bias = np.concatenate([np.zeros(units), np.ones(units), np.zeros(2 * units)])
+    return [kernel, recurrent_kernel, bias, glorot_uniform(units, 1), np.zeros(1)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,12 +253,11 @@ def experiment(args, data_input, expected_output):
     )
 
     keras.utils.clear_session()  # a fresh start for each experiment: a sweep runs many
-    keras.utils.set_random_seed(args.seed)  # numpy, Python and the backend: the weights repeat
     speed = speed_settings(args.fast, args.lahead)
 
     print("Creating Stateful Model...")
     start = time.perf_counter()
-    model_stateful = create_model(True, batch_size, args.lahead, speed)
+    model_stateful = create_model(True, batch_size, args.lahead, speed, args.seed)
 
     print("Training")
     history_stateful = {"loss": [], "val_loss": []}  # per epoch, for loss.png and metrics.json
@@ -236,6 +270,8 @@ def experiment(args, data_input, expected_output):
         # Each of these series are offset by one step and can be
         # extracted with data_input[i::batch_size].
         # (With layout="contiguous", slot i instead walks one step at a time through stream i.)
+        # The validation after each epoch runs on from the state training left, and moves it on.
+        # Gradients never cross batches: each step learns through its own window of lahead inputs.
         history = model_stateful.fit(
             x_train,
             y_train,
@@ -256,7 +292,7 @@ def experiment(args, data_input, expected_output):
 
     print("Creating Stateless Model...")
     start = time.perf_counter()
-    model_stateless = create_model(False, batch_size, args.lahead, speed)
+    model_stateless = create_model(False, batch_size, args.lahead, speed, args.seed)
 
     print("Training")
     history_stateless = model_stateless.fit(
@@ -278,23 +314,55 @@ def experiment(args, data_input, expected_output):
     # drop the first "tsteps-1" because it is not possible to predict them
     # since the "previous" timesteps to use do not exist
     # (with layout="contiguous", the first tsteps-1 of every stream).
-    expected = to_layout(y_test, batch_size, args.layout, undo=True).flatten()
+    x_test, expected = (to_layout(a, batch_size, args.layout, undo=True) for a in (x_test, y_test))
+    expected = expected.flatten()
     predicted_stateful = to_layout(predicted_stateful, batch_size, args.layout, undo=True).flatten()
     predicted_stateless = to_layout(
         predicted_stateless, batch_size, args.layout, undo=True
     ).flatten()
     # Beyond the original: the best a model without state can do is to average what its window
     # shows (the inputs it cannot see average zero); with lahead >= tsteps that is the target.
-    window = to_layout(x_test, batch_size, args.layout, undo=True)[:, :, 0]
+    window = x_test[:, :, 0]
     best_without_state = expected if args.lahead >= args.tsteps else window.sum(1) / args.tsteps
     skipped = without_history(len(expected), args.tsteps, batch_size, args.layout)
     stateful = score(expected, predicted_stateful, best_without_state, skipped)
     stateless = score(expected, predicted_stateless, best_without_state, np.zeros_like(skipped))
+
+    # Beyond the original: the trained stateful model used as a stream arrives, one sample per
+    # call through the whole test set in time order: one stream from a reset state.
+    streamed = one_step_at_a_time(model_stateful, x_test, args.lahead, speed, args.seed)
+    from_reset = without_history(len(expected), args.tsteps, 1, "interleaved")
+    stream = score(expected, streamed, best_without_state, from_reset)
+    stream["largest_difference"] = float(np.max(np.abs(streamed - predicted_stateful)))
     return {
         "expected": expected,
         "stateful": {**stateful, **history_stateful, "seconds": seconds_stateful},
         "stateless": {**stateless, **history_stateless, "seconds": seconds_stateless},
+        "stream": stream,
     }
+
+
+def one_step_at_a_time(model_stateful, x, lahead, speed, seed):
+    """Predict `x` (in time order) one sample per call, as a trained stateful model is used.
+
+    The trained weights go to a copy built for batches of one sample: the weights do not depend
+    on the batch size, the state does. The copy starts from a reset state, and each call starts
+    from the state the call before left. Prints what the state is, holds, and what a reset does.
+    """
+    h = keras.ops.convert_to_numpy(model_stateful.layers[0].states[0])
+    print(f"The stateful LSTM's state: h and c, each of shape {h.shape}: {h.shape[1]} numbers for")
+    print(f"each of its {h.shape[0]} batch slots. A copy for batch size 1 predicts the test set")
+    print("one sample per call, from a reset state:")
+    model = create_model(True, 1, lahead, speed, seed)
+    model.set_weights(model_stateful.get_weights())  # the parameters only, not the state
+    model.layers[0].reset_state()
+    predicted = np.concatenate([model.predict_on_batch(x[i : i + 1]) for i in range(len(x))])
+    h = keras.ops.convert_to_numpy(model.layers[0].states[0])
+    print(f"after the stream, h[0, :4] = {np.round(h[0, :4], 4)}: what {len(x)} samples left")
+    model.layers[0].reset_state()
+    zeros = all(not np.any(keras.ops.convert_to_numpy(s)) for s in model.layers[0].states)
+    print(f"after reset_state(), h and c are all zeros: {zeros}")
+    return predicted.flatten()
 
 
 def score(expected, predicted, best_without_state, skipped):
@@ -471,17 +539,9 @@ def stderr_held():
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's kernels pay a set-up cost per op that outweighs ops as tiny as this model's.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-# One thread for TensorFlow's independent ops: with more, their order, and so the stateful
-# model's rounding, changed from run to run (TensorFlow 2.16: 2 runs of 6 differed; 8 of 8 alike
-# with one thread). The same numbers as before on 2.21, and no slower.
+# And one thread for its independent ops: ops this small gain nothing from more (measured: the
+# default run is ~6% faster with one).
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-if __name__ == "__main__" and "IPython" not in sys.modules:  # (Keras imports IPython: check first)
-    # On JAX or PyTorch, keras.utils.set_random_seed would import TensorFlow only to seed it:
-    # seconds this run never uses. A None entry makes Python treat a module as not installed.
-    # Only in a process that ends with the run: an importer, IPython or a notebook (where %run's
-    # __name__ is "__main__" too) keeps it.
-    if os.environ.get("KERAS_BACKEND") in ("jax", "torch"):
-        sys.modules.setdefault("tensorflow", None)
 try:
     with stderr_held():
         import keras
@@ -502,21 +562,22 @@ except (ImportError, ValueError, KeyboardInterrupt) as error:  # no such backend
 # ---------------------------------------------------------------------------------------------
 # BACKEND WORKAROUND (machinery): a stateful LSTM that every backend really carries
 # ---------------------------------------------------------------------------------------------
-class LSTM(keras.layers.LSTM):
-    """keras.layers.LSTM, with its state kept where JAX and PyTorch carry it too.
+@keras.saving.register_keras_serializable(package="lstm_stateful")  # so load_model finds it
+class TrackedStateLSTM(keras.layers.LSTM):
+    """keras.layers.LSTM, whose state JAX and PyTorch carry from batch to batch too.
 
     Works around Keras 3 (seen on 3.7.0 to 3.15.1), which creates a stateful RNN's state
     variables untracked: they are not among the model's variables, so the JAX trainer, which is
     functional and writes back only the variables it knows, never updates them (fit silently
     trains a stateless model); and on PyTorch the state is overwritten in place while autograd
-    still needs it (RuntimeError in the first step). A stateless LSTM is left as it is.
+    still needs it (RuntimeError in the first step). The state joins the layer's `variables`,
+    which trainers read and write back, but not its weights, which summary(), get_weights() and
+    saving read: those still see the parameters alone, at any batch size.
     """
 
-    def build(self, sequences_shape, initial_state_shape=None):
-        super().build(sequences_shape, initial_state_shape)
-        if self.stateful:  # the same zeros, now as tracked, non-trainable weights of the layer
-            zeros = {"initializer": "zeros", "trainable": False}
-            self.states = [self.add_weight(shape=s.shape, **zeros) for s in self.states]
+    @property
+    def variables(self):
+        return [*super().variables, *(self.states or [])]  # no states: stateless, or not built
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         if self.stateful and initial_state is None:  # start from a copy, which autograd may keep
@@ -529,8 +590,8 @@ class LSTM(keras.layers.LSTM):
 # ---------------------------------------------------------------------------------------------
 STEPS_PER_EXECUTION = 1000  # with fast: at most this many training steps per compiled call
 # With fast: unroll windows up to this many steps. Past it, compiling the unrolled window costs
-# more than it saves (measured: TensorFlow breaks even at 16, XLA under JAX at ~4-8).
-UNROLL_UP_TO = {"tensorflow": 16, "jax": 4, "torch": 16}
+# more than it saves (measured: XLA at ~4-8 steps; PyTorch compiles nothing).
+UNROLL_UP_TO = {"tensorflow": 4, "jax": 4, "torch": 16}
 
 
 def speed_settings(fast, lahead):
@@ -544,14 +605,20 @@ def speed_settings(fast, lahead):
     """
     backend = keras.backend.backend()
     steps = STEPS_PER_EXECUTION if fast and backend != "torch" else 1  # PyTorch: Keras allows 1
-    # jit_compile: TensorFlow, no XLA: on the CPU it costs more to compile than it saves on steps
-    # this small. JAX: jax.jit, without which every op runs on its own, ~100x slower. PyTorch:
-    # eager; torch.compile took 34 s to compile, and its losses ended far from eager mode's.
-    compile_options = {"steps_per_execution": steps, "jit_compile": backend == "jax"}
+    # jit_compile (XLA). JAX: always; without it every op runs on its own, ~100x slower.
+    # TensorFlow: for windows of 3+ steps. Its own runtime sums the gradients of the window's
+    # steps with AddN, which puts first whichever input's buffer it can reuse, so the order, and
+    # the last bits, change from run to run (and the 7th digit after training); XLA keeps one
+    # order. Two terms add up the same either way round, and XLA's compiling would cost the
+    # default run (one step) ~8%. PyTorch: eager; torch.compile took 34 s to compile, and its
+    # losses ended far from eager mode's.
+    xla = backend == "jax" or (backend == "tensorflow" and lahead > 2)
+    compile_options = {"steps_per_execution": steps, "jit_compile": xla}
     return {"unroll": fast and lahead <= UNROLL_UP_TO[backend], "compile": compile_options}
 
 
-class Sequential(keras.Sequential):
+@keras.saving.register_keras_serializable(package="lstm_stateful")  # so load_model finds it
+class FusedStepsSequential(keras.Sequential):
     """keras.Sequential, predicting one step per call, with a progress bar that ends at its total.
 
     TensorFlow builds a fused predict as one graph with every step spelt out, which takes
@@ -577,28 +644,15 @@ class ProgbarLogger(keras.callbacks.ProgbarLogger):
 
 
 @contextlib.contextmanager
-def tensorflow_settings():
-    """Two TensorFlow settings for the run, put back afterwards (a notebook's process lives on).
-
-    Its graph optimizer (Grappler) off: it rewrites the training step from process to process in
-    ways that change its rounding, so that the same seed gave other numbers in about one run of
-    six (with a window of 3 or more steps); with it off, 103 runs of 104 repeated, at the same
-    speed. Its Python logger quieter: each cell of a sweep builds new models, whose first calls
-    TensorFlow warns about as "retracing".
-    """
-    if keras.backend.backend() != "tensorflow":
-        yield
-        return
-    import tensorflow as tf
-
-    logger, level = logging.getLogger("tensorflow"), logging.getLogger("tensorflow").level
-    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+def tensorflow_quiet():
+    """TensorFlow's Python logger at ERROR for the run, put back afterwards (a notebook's process
+    lives on): each cell of a sweep builds new models, which TensorFlow warns about as retracing."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
         logger.setLevel(level)
 
 
@@ -655,14 +709,14 @@ def print_layout_note(batch_size, layout):
 # RESULTS (machinery): the summary that checks the claim, metrics.json, the figures' files
 # ---------------------------------------------------------------------------------------------
 def run_metrics(args, results):
-    """What metrics.json holds: the parameters, and each model's scores and losses."""
+    """What metrics.json holds: the parameters, each model's scores and losses, the stream's."""
     return {
         "backend": keras.backend.backend(),
         "params": {name: getattr(args, name) for name, kind in PARAMETERS.items() if kind is int},
         "layout": args.layout,
         "fast": args.fast,
         "stateless_floor_mse": stateless_floor_mse(args.tsteps, args.lahead),
-        **{name: {k: v for k, v in results[name].items() if k != "residual"} for name in MODELS},
+        **{name: {k: v for k, v in results[name].items() if k != "residual"} for name in STREAMED},
     }
 
 
@@ -687,6 +741,12 @@ def print_summary(metrics):
         m = metrics[name]
         verdict = "converged" if m["converged"] else "NOT converged"
         print(f"{name:<10} test MSE {m['test_mse']:.2e}: {judged(m)}, {verdict}")
+    stream = metrics["stream"]
+    print(
+        f"streamed   test MSE {stream['test_mse']:.2e}: {judged(stream)} (the stateful model's "
+        "weights at batch size 1, one test sample per call; largest difference from its "
+        f"predict(): {stream['largest_difference']:.1e})"
+    )
     if floor == 0:
         print(f"converged: R² >= {CONVERGED_R2} (no stateless floor: the window shows every input)")
     else:
@@ -892,7 +952,7 @@ def main(argv=None):
     # Ctrl-C: one line instead of a traceback, and 130, the status a shell gives a run it stopped.
     since = time.time() - 1  # file times may be rounded down to the second
     try:
-        with tensorflow_settings():
+        with tensorflow_quiet():
             run_sweep(args) if args.sweep else run(args)
     except KeyboardInterrupt:
         folder = args.output_dir

@@ -3,8 +3,10 @@
 Everything runs on the CPU with tiny sizes. The state itself is tested in test_state.py.
 """
 
+import contextlib
 import importlib.util
 import inspect
+import io
 import json
 import os
 import re
@@ -154,8 +156,17 @@ def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys, 
         assert m["floor_mse"] == pytest.approx(floor_errors[scored[name]].mean(), rel=1e-12)
         assert m["recovered"] == pytest.approx(1 - m["test_mse"] / m["floor_mse"], rel=1e-12)
         assert m["converged"] == (m["recovered"] >= 0.5)
+    # the stream: at batch size 1, one sample per call predicts what predict() did, exactly
+    stream = metrics["stream"]
+    assert set(stream) == {"test_mse", "r2", "floor_mse", "recovered", "converged"} | {
+        "largest_difference"
+    }
+    assert stream["largest_difference"] == 0.0
+    for key in ("test_mse", "r2", "floor_mse", "recovered", "converged"):
+        assert stream[key] == metrics["stateful"][key]
     printed = capsys.readouterr().out
     assert "STATELESS LSTM WILL NOT CONVERGE" in printed
+    assert "largest difference from its predict(): 0.0e+00)" in printed
     assert "Epoch 2 / 2" in printed
     assert f"{metrics['stateful']['test_mse']:.2e}" in printed
     floor = metrics["stateless"]["floor_mse"]
@@ -307,17 +318,152 @@ def test_points_without_history_are_left_out_per_stream():
     assert not ls.without_history(12, 1, 3, "contiguous").any()
 
 
-def test_contiguous_run_scores_in_time_order():
-    args = parameters(
-        input_len=60, tsteps=2, lahead=1, batch_size=3, epochs=1, seed=8, layout="contiguous"
-    )
-    results = ls.experiment(args, *ls.build_series(60, 2, 1, 8))
-    _, (_, y_test) = dataset(60, 2, 1, 3, 8)  # interleaved rows are the time order
-    np.testing.assert_array_equal(results["expected"], y_test.flatten())
-    residual = results["stateful"]["residual"]
-    np.testing.assert_array_equal(np.isnan(residual), ls.without_history(12, 2, 3, "contiguous"))
-    assert results["stateful"]["test_mse"] == pytest.approx(np.nanmean(residual**2), rel=1e-12)
-    assert not np.isnan(results["stateless"]["residual"]).any()
+# One real run serves the claims below: tsteps 4 and lahead 2 (a floor that needs the whole
+# window), 3 streams of 6 test points (contiguous), with what the models were fed, the figures,
+# the results and what it printed kept.
+CONTIGUOUS = {"input_len": 90, "tsteps": 4, "lahead": 2, "batch_size": 3, "seed": 21}
+
+
+@pytest.fixture(scope="module")
+def contiguous_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("contiguous")
+    kept = {"fit": [], "predict": [], "figures": {}, "results": []}
+    real = {name: getattr(keras.Model, name) for name in ("fit", "predict")}
+    real_experiment, real_finish = ls.experiment, ls.finish_figures
+
+    def recorded(name):
+        def call(model, x, *args, **kwargs):
+            y = args[0] if args else None  # fit(x, y, ...); predict(x, ...)
+            kept[name].append((model.layers[0].stateful, x, y, kwargs.get("validation_data")))
+            return real[name](model, x, *args, **kwargs)
+
+        return call
+
+    def experiment(*args):
+        kept["results"].append(real_experiment(*args))
+        return kept["results"][-1]
+
+    def finish_figures(figures, *args):
+        kept["figures"].update(figures)
+        return real_finish(figures, *args)
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in CONTIGUOUS.items()]
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as log:
+        for name in ("fit", "predict"):
+            patch.setattr(keras.Model, name, recorded(name))
+        patch.setattr(ls, "experiment", experiment)
+        patch.setattr(ls, "finish_figures", finish_figures)
+        assert (
+            ls.main(
+                [*flags, "--layout=contiguous", "--epochs=1", "--no-show", f"--output-dir={out}"]
+            )
+            == 0
+        )
+    kept["metrics"] = json.loads((out / "metrics.json").read_text())
+    kept["printed"] = log.getvalue()
+    (kept["results"],) = kept["results"]
+    return kept
+
+
+def contiguous_order(n, batch_size):
+    """Row k * batch_size + i holds time step i * streams + k: slot i walks stream i."""
+    streams = n // batch_size
+    return [i * streams + k for k in range(streams) for i in range(batch_size)]
+
+
+def test_each_layout_is_what_the_models_train_on_and_are_scored_on(contiguous_run):
+    args = {k: CONTIGUOUS[k] for k in ("input_len", "tsteps", "lahead", "batch_size", "seed")}
+    (x_train, y_train), (x_test, y_test) = expected_dataset(**args)
+    train = contiguous_order(len(x_train), 3)
+    test = contiguous_order(len(x_test), 3)
+    fits, predicts = contiguous_run["fit"], contiguous_run["predict"]
+    assert [stateful for stateful, *_ in fits] == [True, False]  # one epoch each, epochs=1
+    for _, x, y, (x_val, y_val) in fits:
+        np.testing.assert_allclose(x, x_train[train], rtol=0, atol=1e-16)
+        np.testing.assert_allclose(y, y_train[train], rtol=0, atol=1e-16)
+        np.testing.assert_allclose(x_val, x_test[test], rtol=0, atol=1e-16)
+        np.testing.assert_allclose(y_val, y_test[test], rtol=0, atol=1e-16)
+    for _, x, _, _ in predicts:
+        np.testing.assert_allclose(x, x_test[test], rtol=0, atol=1e-16)
+    # ...and the scores are computed back in time order
+    np.testing.assert_allclose(contiguous_run["results"]["expected"], y_test[:, 0], atol=1e-16)
+
+
+def test_the_floor_is_the_best_guess_from_the_window_and_the_skipped_points_the_originals(
+    contiguous_run,
+):
+    """The floor: the error of averaging what the window shows (the inputs it cannot see average
+    zero), on the very points scored. The points left out: the original leaves out the first
+    tsteps - 1 of the stateful model's (no history after the reset), here of each stream, and
+    none of the stateless model's."""
+    args = {k: CONTIGUOUS[k] for k in ("input_len", "tsteps", "lahead", "batch_size", "seed")}
+    _, (x_test, y_test) = expected_dataset(**args)
+    best_guess = (x_test[:, 0, 0] + x_test[:, 1, 0]) / 4  # lahead 2 of tsteps 4 inputs
+    first_of_each_stream = np.isin(np.arange(18) % 6, [0, 1, 2])  # 3 streams of 6
+    results, metrics = contiguous_run["results"], contiguous_run["metrics"]
+    for name, skipped in (("stateful", first_of_each_stream), ("stateless", np.zeros(18, bool))):
+        np.testing.assert_array_equal(np.isnan(results[name]["residual"]), skipped)
+        floor = np.mean((y_test[~skipped, 0] - best_guess[~skipped]) ** 2)
+        assert metrics[name]["floor_mse"] == pytest.approx(floor, rel=1e-12)
+        residual = results[name]["residual"][~skipped]
+        assert metrics[name]["test_mse"] == pytest.approx(np.mean(residual**2), rel=1e-12)
+
+
+def test_the_stream_continues_slot_0_and_says_what_the_state_is(contiguous_run):
+    """The batch-1 stream starts from a reset state at the first test point, as slot 0 of the
+    batch-3 model does: for slot 0's stream (the first 6 points) they predict the same; the
+    stream then runs on with its state, where slots 1 and 2 start again from zeros."""
+    results, printed = contiguous_run["results"], contiguous_run["printed"]
+    stream, stateful = results["stream"]["residual"], results["stateful"]["residual"]
+    np.testing.assert_array_equal(np.isnan(stream), np.arange(18) < 3)  # one stream from reset
+    np.testing.assert_allclose(stream[3:6], stateful[3:6], rtol=1e-5, atol=1e-9)
+    assert not np.allclose(stream[9:12], stateful[9:12], rtol=1e-3)
+    largest = results["stream"]["largest_difference"]  # over every point, the skipped ones too
+    assert largest >= np.nanmax(np.abs(stream - stateful)) > 0
+    assert "h and c, each of shape (3, 20): 20 numbers for\neach of its 3 batch slots" in printed
+    assert "after reset_state(), h and c are all zeros: True" in printed
+    metrics = contiguous_run["metrics"]
+    assert metrics["stream"]["test_mse"] == pytest.approx(np.nanmean(stream**2), rel=1e-12)
+    stream_line = f"streamed   test MSE {metrics['stream']['test_mse']:.2e}: "
+    assert stream_line in printed and "at batch size 1, one test sample per call" in printed
+
+
+def test_each_figure_draws_what_its_titles_and_legend_say(contiguous_run):
+    """input.png: the first ten inputs and expected outputs; results.png: the expected output,
+    then each model's residual, with this test set's stateless floor as a band; loss.png: each
+    model's losses per epoch and the expected floor. Read from the figures' own data."""
+    figures, metrics, results = (contiguous_run[k] for k in ("figures", "metrics", "results"))
+    noise = np.random.RandomState(21).uniform(-0.1, 0.1, 90 + 3)  # to_drop = tsteps - 1
+    ax = figures["input.png"].axes[0]
+    assert ax.get_title() == "Input"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Input", "Expected output"]
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), noise[3:13])
+    averages = [noise[t - 3 : t + 1].mean() for t in range(3, 13)]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), averages, rtol=0, atol=1e-16)
+
+    expected_ax, stateful_ax, stateless_ax = figures["results.png"].axes
+    assert expected_ax.get_title() == "Expected"
+    np.testing.assert_array_equal(expected_ax.lines[0].get_ydata(), results["expected"])
+    rms = np.sqrt(metrics["stateless"]["floor_mse"])  # this test set's floor, all its points
+    for ax, name in ((stateful_ax, "stateful"), (stateless_ax, "stateless")):
+        title = (
+            f"{name.capitalize()}: Expected - Predicted (test MSE {metrics[name]['test_mse']:.2e})"
+        )
+        assert ax.get_title() == title
+        np.testing.assert_array_equal(ax.lines[0].get_ydata(), results[name]["residual"])
+        band = sorted(line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "--")
+        assert band == pytest.approx([-rms, rms], rel=1e-12)
+    (label,) = [t.get_text() for t in stateful_ax.get_legend().get_texts()]
+    assert label == f"stateless floor (this test set), RMS ±{rms:.4f}"
+
+    ax = figures["loss.png"].axes[0]
+    lines = {line.get_label(): line.get_ydata() for line in ax.lines}
+    for name in ("stateful", "stateless"):
+        assert list(lines[f"{name} training loss"]) == metrics[name]["loss"]
+        assert list(lines[f"{name} validation loss"]) == metrics[name]["val_loss"]
+    floor = metrics["stateless_floor_mse"]
+    assert list(lines[f"stateless floor {floor:.2e} (expected)"]) == [floor, floor]
+    assert floor == pytest.approx(2 * 0.01 / (3 * 16))  # 2 unseen inputs of 4, each var 0.01/3
 
 
 def test_interleaved_batches_print_what_the_state_carries(tmp_path, capsys):
@@ -351,12 +497,12 @@ def test_contiguous_needs_streams_as_long_as_tsteps(capsys):
 
 # ---------------------------------------------------------------- figures and sweep
 def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
-    argv = ["--sweep", "--sweep-tsteps", "2", "1", "--sweep-lahead", "3"]
+    argv = ["--sweep", "--sweep-tsteps", "2", "1", "--sweep-lahead", "1"]
     argv += ["--input-len", "40", "--epochs", "1", "--no-show", "--output-dir", str(tmp_path)]
     assert ls.main(argv) == 0
     cells = json.loads((tmp_path / "sweep.json").read_text())["cells"]
     pairs = [(c["params"]["tsteps"], c["params"]["lahead"]) for c in cells]
-    assert pairs == [(2, 3), (1, 3)]  # in the order given
+    assert pairs == [(2, 1), (1, 1)]  # in the order given
     for cell, (tsteps, lahead) in zip(cells, pairs, strict=True):
         assert cell["backend"] == keras.backend.backend() and cell["layout"] == "interleaved"
         assert cell["params"] == {
@@ -369,40 +515,24 @@ def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
         }
         assert set(cell["stateful"]) == set(cell["stateless"]) == METRIC_KEYS
         assert cell["stateless_floor_mse"] == ls.stateless_floor_mse(tsteps, lahead)
-    # a cell holds what a run of its own would (with the same TensorFlow settings, which change
-    # the rounding)
-    args = parameters(input_len=40, epochs=1, tsteps=1, lahead=3)
-    with ls.tensorflow_settings():
-        alone = ls.run_metrics(args, ls.experiment(args, *ls.build_series(40, 1, 3, 1986)))
+    # a cell holds what a run of its own would
+    args = parameters(input_len=40, epochs=1, tsteps=1, lahead=1)
+    alone = ls.run_metrics(args, ls.experiment(args, *ls.build_series(40, 1, 1, 1986)))
     assert_same_numbers(cells[1], json.loads(json.dumps(alone)))
     assert matplotlib_image_shape(tmp_path / "sweep.png")[1] >= 800
     printed = capsys.readouterr().out
-    assert "[2/2] tsteps=1 lahead=3: stateful R² " in printed and "s left" in printed
-    assert "[1/2] tsteps=2 lahead=3: stateful R² " in printed
+    assert "[2/2] tsteps=1 lahead=1: stateful R² " in printed and "s left" in printed
+    assert "[1/2] tsteps=2 lahead=1: stateful " in printed and "% recovered, stateless " in printed
     assert not list(tmp_path.glob("*.partial"))
 
 
 def assert_same_numbers(run, other):
-    """Two runs' metrics are equal, bit for bit, but for `seconds`. On TensorFlow 2.16 (the lowest
-    allowed), which now and then rounds the stateful model otherwise from the 7th digit on (in
-    about one run of 20 after other models in the same process, and once in `.ci/run` between two
-    new processes: docs/results.md), the trained models' numbers need only agree to 5 digits."""
+    """Two runs' metrics are equal, bit for bit, but for the seconds each model took."""
     run, other = json.loads(json.dumps(run)), json.loads(json.dumps(other))  # copies
-    old_tensorflow = run["backend"] == "tensorflow" and tensorflow_version() < (2, 17)
     for name in ("stateful", "stateless"):
-        trained = ("test_mse", "r2", "recovered", "loss", "val_loss")
         for metrics in (run, other):
-            metrics[name].pop("seconds")
-        for key in trained if old_tensorflow else ():  # (None, where there is no floor: NaN)
-            a, b = (np.array(m[name].pop(key), dtype=float) for m in (run, other))
-            np.testing.assert_allclose(a, b, rtol=1e-5)
+            assert metrics[name].pop("seconds") > 0
     assert run == other
-
-
-def tensorflow_version():
-    from importlib.metadata import version
-
-    return tuple(int(part) for part in version("tensorflow").split(".")[:2])
 
 
 def matplotlib_image_shape(path):
@@ -628,53 +758,94 @@ def run_as_command_line(*args, before="pass", after="pass", **kwargs):
     return subprocess.run(command, capture_output=True, text=True, **kwargs)
 
 
+# A window of 7 steps: TensorFlow's own runtime would sum its gradients in an order that changes
+# from run to run (the script has XLA compile it: speed_settings).
+WINDOW_OF_7 = ["--input-len", "250", "--epochs", "2", "--tsteps", "8", "--lahead", "7"]
+
+
+@pytest.fixture(scope="module")
+def command_line_runs(tmp_path_factory):
+    """runs(backend): `python lstm_stateful.py WINDOW_OF_7`, twice at once, each in a new process
+    in a folder of its own, on that backend; run once per backend for the tests that read it."""
+    done = {}
+
+    def runs(backend):
+        if backend not in done:
+            folder = tmp_path_factory.mktemp(backend)
+            started = [
+                subprocess.Popen(
+                    command_line(
+                        *WINDOW_OF_7,
+                        *["--no-show", "--output-dir", str(folder / name)],
+                        after="print('LOADED', sorted(m for m in ('tensorflow', 'jax', 'torch') "
+                        "if sys.modules.get(m)))",
+                    ),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    cwd=folder,
+                    env=backend_env(backend),
+                )
+                for name in ("first", "second")
+            ]
+            outputs = [(*process.communicate(), process.returncode) for process in started]
+            done[backend] = folder, outputs
+        return done[backend]
+
+    return runs
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_command_line_runs_on_each_backend_and_repeats_exactly(backend, tmp_path):
+def test_the_command_line_runs_on_each_backend_and_repeats_exactly(backend, command_line_runs):
     """`python lstm_stateful.py`, twice at once, each in a new process: the same seed and a window
-    of 3 steps (which TensorFlow's graph optimizer used to round differently from process to
-    process) give the same numbers (see assert_same_numbers); the outputs go to --output-dir,
-    nothing into the working directory; TensorFlow neither logs a wall of lines nor loads where
-    another backend runs. (Not against a run in this process, which trained other models first:
-    there TensorFlow 2.16 rounds the stateful model otherwise more often.)"""
+    of 7 steps give the same numbers, bit for bit (see assert_same_numbers); the outputs go to
+    --output-dir, nothing into the working directory; TensorFlow neither logs a wall of lines nor
+    loads where another backend runs."""
     require(backend)
-    flags = ["--input-len", "250", "--epochs", "2", "--tsteps", "4", "--lahead", "3"]
-    names = ["first", "second"]
-    started = [
-        subprocess.Popen(
-            command_line(
-                *flags,
-                *["--no-show", "--output-dir", str(tmp_path / name)],
-                after="print('LOADED', sorted(m for m in ('tensorflow', 'jax', 'torch') "
-                "if sys.modules.get(m)))",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=tmp_path,
-            env=backend_env(backend),
-        )
-        for name in names
-    ]
+    folder, outputs = command_line_runs(backend)
     runs = []
-    for process, name in zip(started, names, strict=True):
-        stdout, stderr = process.communicate()
-        assert process.returncode == 0, stderr[-3000:]
+    for (stdout, stderr, returncode), name in zip(outputs, ("first", "second"), strict=True):
+        assert returncode == 0, stderr[-3000:]
         loaded = stdout.splitlines()[-1]
         assert backend in loaded and ("tensorflow" in loaded) == (backend == "tensorflow"), loaded
         assert f"on {backend}; seed 1986" in stdout
         assert "STATELESS LSTM WILL NOT CONVERGE" in stdout
-        assert "I0000" not in stderr and "Traceback" not in stderr  # no TensorFlow log wall
+        # no TensorFlow log wall: what its import writes is held back (TensorFlow 2.16's XLA
+        # still writes 3 lines the first time it compiles: windows of 3+ steps)
+        assert "cuda" not in stderr and stderr.count("I0000") <= 3 and "Traceback" not in stderr
         # progress bars count to their real totals: 200 training steps an epoch (80% of 250), 50
         # to predict
         counts = [(int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+)(?!\d)", stdout)]
         assert (200, 200) in counts and (50, 50) in counts
         assert all(n <= total for n, total in counts), counts
         for png in ("input.png", "results.png", "loss.png"):
-            assert (tmp_path / name / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        runs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
-    assert sorted(p.name for p in tmp_path.iterdir()) == names
+            assert (folder / name / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        runs.append(json.loads((folder / name / "metrics.json").read_text()))
+    assert sorted(p.name for p in folder.iterdir()) == ["first", "second"]
     assert runs[0]["backend"] == backend and len(runs[0]["stateful"]["loss"]) == 2
+    assert runs[0]["params"]["lahead"] == 7
     assert_same_numbers(*runs)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "tensorflow"])
+def test_every_backend_gives_tensorflows_numbers(backend, command_line_runs):
+    """The initial weights come from the seed alone (drawn by numpy), so every backend trains
+    from the same numbers to the same numbers, but for rounding: each model's test MSE within 1%
+    of TensorFlow's, the share it recovered within 0.1 percentage point, the same verdicts. (A
+    backend that dropped the state, as Keras 3's own LSTM does on JAX, would stand out at once.)"""
+    require("tensorflow")
+    require(backend)
+    tensorflow, other = (
+        json.loads((command_line_runs(b)[0] / "first" / "metrics.json").read_text())
+        for b in ("tensorflow", backend)
+    )
+    for name in ("stateful", "stateless", "stream"):
+        assert other[name]["test_mse"] == pytest.approx(tensorflow[name]["test_mse"], rel=0.01)
+        assert other[name]["recovered"] == pytest.approx(tensorflow[name]["recovered"], abs=1e-3)
+        assert other[name]["converged"] == tensorflow[name]["converged"]
+    for name in ("stateful", "stateless"):
+        for key in ("loss", "val_loss"):
+            assert other[name][key] == pytest.approx(tensorflow[name][key], rel=0.01)
 
 
 def test_a_framework_that_fails_to_load_says_why_then_the_hint(tmp_path):
@@ -862,7 +1033,7 @@ def test_an_edited_block_is_checked_and_used_on_the_command_line(tmp_path, monke
         ("\nepochs: int = 10 ", "\nepochs: int = 1 "),
         (
             "\nlahead: int = 1  # input window the LSTM sees for each output point\n",
-            "\nlahead: int = 3  # how far back the LSTM looks\n",
+            "\nlahead: int = 2  # how far back the LSTM looks\n",
         ),
         ('\noutput_dir: str = "outputs"', '\noutput_dir: str = "edited"'),
         ("\nshow: bool = True ", "\nshow: bool = False "),
@@ -875,7 +1046,7 @@ def test_an_edited_block_is_checked_and_used_on_the_command_line(tmp_path, monke
     assert metrics["params"] == {
         "input_len": 50,
         "tsteps": 2,
-        "lahead": 3,
+        "lahead": 2,
         "batch_size": 1,
         "epochs": 1,
         "seed": 1986,
@@ -884,11 +1055,11 @@ def test_an_edited_block_is_checked_and_used_on_the_command_line(tmp_path, monke
     # --help follows the edited file: its values are the defaults, its comments the help (read
     # from the file that runs)
     monkeypatch.setattr(ls, "__file__", str(good))
-    for name, value in (("input_len", 50), ("lahead", 3), ("epochs", 1), ("show", False)):
+    for name, value in (("input_len", 50), ("lahead", 2), ("epochs", 1), ("show", False)):
         monkeypatch.setattr(ls, name, value)
     help_text = " ".join(ls.make_parser().format_help().split())
     assert "--epochs EPOCHS training epochs of each model (default: 1)" in help_text
-    assert "--lahead LAHEAD how far back the LSTM looks (default: 3)" in help_text
+    assert "--lahead LAHEAD how far back the LSTM looks (default: 2)" in help_text
     assert (
         "--show, --no-show open the figures at the end, where a display exists (default: False)"
         in help_text
