@@ -127,6 +127,31 @@ def test_fused_steps_carry_state_exactly_as_single_steps():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_the_same_steps_from_the_same_start_give_the_same_weights_with_a_window_of_4():
+    """TensorFlow's own runtime sums the gradients of an unrolled window's steps in an order that
+    changes from call to call (AddN); the script's settings (XLA for windows of 3+ steps) keep
+    one order. One compiled model, one step per call, trains 4 times from the same weights and
+    optimizer state, and ends bit for bit alike each time, on every backend."""
+    (x_train, y_train), _ = dataset(200, 5, 4, 1, 5)
+    speed = ls.speed_settings(True, 4)
+    assert speed["unroll"]  # the window is unrolled (longer ones loop, in a fixed order)
+    model = ls.create_model(False, 1, 4, speed, seed=3)
+    model.steps_per_execution = 1  # a call per step: more calls to differ in
+    model.optimizer.build(model.trainable_variables)
+    variables = [*model.weights, *model.optimizer.variables]
+    start = [keras.ops.convert_to_numpy(v) for v in variables]
+    trained = []
+    for _ in range(4):
+        for variable, value in zip(variables, start, strict=True):
+            variable.assign(value)
+        model.fit(x_train, y_train, batch_size=1, epochs=1, verbose=0, shuffle=False)
+        trained.append(model.get_weights())
+    for weights in trained[1:]:
+        for a, b in zip(weights, trained[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(trained[0][0], start[0])  # it trained
+
+
 def test_same_seed_same_numbers_and_the_initial_weights_come_from_the_seed_alone():
     """The seed fixes the data and the initial weights, which numpy draws (initial_weights), so
     that the same seed trains to the same numbers, bit for bit, on any backend."""
