@@ -606,13 +606,13 @@ def speed_settings(fast, lahead):
     backend = keras.backend.backend()
     steps = STEPS_PER_EXECUTION if fast and backend != "torch" else 1  # PyTorch: Keras allows 1
     # jit_compile (XLA). JAX: always; without it every op runs on its own, ~100x slower.
-    # TensorFlow: for windows of 3+ steps. Unrolled, its own runtime sums the gradients of the
-    # window's steps with AddN, which puts first whichever input's buffer it can reuse, so the
-    # order and the last bits change from call to call (the 7th digit after training); XLA keeps
-    # one order. Longer windows loop, which XLA runs about twice as fast. Two terms add up the
-    # same either way round, and XLA's compiling would cost the default run (one step) ~8%.
+    # TensorFlow: with fast, for windows of 3+ steps. Unrolled, its own runtime sums the gradients
+    # of the window's steps with AddN, which puts first whichever input's buffer it can reuse, so
+    # the order and the last bits change from call to call (the 7th digit after training); XLA
+    # keeps one order. Longer windows loop, which XLA runs about twice as fast. Two terms add up
+    # the same either way round, and XLA's compiling would cost the default run (one step) ~8%.
     # PyTorch: eager; torch.compile took 34 s to compile, and its losses ended far from eager's.
-    xla = backend == "jax" or (backend == "tensorflow" and lahead > 2)
+    xla = backend == "jax" or (backend == "tensorflow" and fast and lahead > 2)
     compile_options = {"steps_per_execution": steps, "jit_compile": xla}
     return {"unroll": fast and lahead <= UNROLL_UP_TO[backend], "compile": compile_options}
 
