@@ -350,9 +350,8 @@ def one_step_at_a_time(model_stateful, x, lahead, speed, seed):
     from the state the call before left. Prints what the state is, holds, and what a reset does.
     """
     h = keras.ops.convert_to_numpy(model_stateful.layers[0].states[0])
-    print(f"The stateful LSTM's state: h and c, each of shape {h.shape}: {h.shape[1]} numbers for")
-    print(f"each of its {h.shape[0]} batch slots. A copy for batch size 1 predicts the test set")
-    print("one sample per call, from a reset state:")
+    print(f"The stateful LSTM's state: h and c, each of shape {h.shape}, a row per batch slot.")
+    print("A copy for batch size 1 predicts the test set one sample per call, from a reset state:")
     model = create_model(True, 1, lahead, speed, seed)
     model.set_weights(model_stateful.get_weights())  # the parameters only, not the state
     model.layers[0].reset_state()

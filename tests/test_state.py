@@ -350,6 +350,6 @@ def test_one_sample_per_call_gives_what_predict_gives(capsys):
     streamed = ls.one_step_at_a_time(trained, x_test, 1, ls.speed_settings(True, 1), seed=0)
     np.testing.assert_array_equal(streamed, predicted)
     printed = capsys.readouterr().out
-    assert "h and c, each of shape (1, 20): 20 numbers for\neach of its 1 batch slots" in printed
+    assert "h and c, each of shape (1, 20), a row per batch slot." in printed
     assert f"h[0, :4] = {np.round(h_after_predict[0, :4], 4)}: what 8 samples left" in printed
     assert "after reset_state(), h and c are all zeros: True" in printed
