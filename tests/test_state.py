@@ -188,6 +188,16 @@ def test_the_initial_weights_follow_kerass_default_distributions():
     np.testing.assert_array_equal(dense_bias, [0.0])
 
 
+def test_no_fast_is_kerass_plain_way():
+    """--no-fast: one step per call and the window looped, on every backend, and XLA only where
+    Keras cannot do without it (JAX), as docs/speed.md says."""
+    for lahead in (1, 3, 7):
+        plain = ls.speed_settings(False, lahead)
+        assert plain["unroll"] is False
+        assert plain["compile"]["steps_per_execution"] == 1
+        assert plain["compile"]["jit_compile"] == (keras.backend.backend() == "jax")
+
+
 def test_any_epoch_runs_many_steps_per_call_and_its_progress_bar_ends_at_its_total(
     monkeypatch, capsys
 ):
