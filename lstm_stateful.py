@@ -100,7 +100,7 @@ batch_size: int = 1  # samples per batch, fixed for the stateful model
 epochs: int = 10  # training epochs of each model
 seed: int = 1986  # seed of the data (the original's) and of the initial weights
 layout: typing.Literal["interleaved", "contiguous"] = "interleaved"  # which sample in which slot
-fast: bool = True  # faster: many steps per compiled call (windows of 3+ round a little otherwise)
+fast: bool = True  # faster: many steps per compiled call (windows of 2+ may round a bit otherwise)
 output_dir: str = "outputs"  # folder for the figures and the JSON files
 show: bool = True  # open the figures at the end, where a display exists
 sweep: bool = False  # run the experiment over the grid sweep_tsteps x sweep_lahead instead
@@ -539,7 +539,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's kernels pay a set-up cost per op that outweighs ops as tiny as this model's.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # And one thread for its independent ops: ops this small gain nothing from more (measured: the
-# default run is ~6% faster with one).
+# default run is ~5% faster with one than with two, medians of 3).
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 try:
     with stderr_held():
@@ -610,7 +610,7 @@ def speed_settings(fast, lahead):
     # the order and the last bits change from call to call (the 7th digit after training); XLA
     # keeps one order. Longer windows loop, which XLA runs about twice as fast. Two terms add up
     # the same either way round, and XLA's compiling would cost the default run (one step) ~8%.
-    # PyTorch: eager; torch.compile took 34 s to compile, and its losses ended far from eager's.
+    # PyTorch: eager; torch.compile made a run 3.6x as slow, with other losses from epoch 1 on.
     xla = backend == "jax" or (backend == "tensorflow" and fast and lahead > 2)
     compile_options = {"steps_per_execution": steps, "jit_compile": xla}
     return {"unroll": fast and lahead <= UNROLL_UP_TO[backend], "compile": compile_options}
