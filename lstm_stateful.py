@@ -621,8 +621,8 @@ class FusedStepsSequential(keras.Sequential):
     """keras.Sequential, predicting one step per call, with a progress bar that ends at its total.
 
     TensorFlow builds a fused predict as one graph with every step spelt out, which takes
-    seconds to build for a single pass over the test set (measured: 7 s more for the default
-    run); training and validation loop instead, and keep their fused steps.
+    seconds to build for a single pass over the test set (measured: the default run took
+    12 to 23 s longer); training and validation loop instead, and keep their fused steps.
     """
 
     def fit(self, *args, **kwargs):
