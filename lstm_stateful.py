@@ -100,6 +100,8 @@ batch_size: int = 1  # samples per batch, fixed for the stateful model
 epochs: int = 10  # training epochs of each model
 seed: int = 1986  # seed of the data (the original's) and of the initial weights
 layout: typing.Literal["interleaved", "contiguous"] = "interleaved"  # which sample in which slot
+window_order: typing.Literal["newest-first", "oldest-first"] = "newest-first"  # inputs in a window
+learning_rate: float = 0.001  # Adam's step size (Keras's default, as in the original)
 fast: bool = True  # faster: many steps per compiled call (windows of 2+ may round a bit otherwise)
 output_dir: str = "outputs"  # folder for the figures and the JSON files
 show: bool = True  # open the figures at the end, where a display exists
@@ -132,11 +134,12 @@ def gen_uniform_amp(amp=1, xn=10000, rng=np.random):
     return data_input
 
 
-def build_series(input_len, tsteps, lahead, seed):
+def build_series(input_len, tsteps, lahead, seed, window_order):
     """The original's data: the input (in rolling window view) and its moving average.
 
-    Returns two DataFrames of `input_len` rows: the input with `lahead` columns,
-    column i holding the input from i steps back, and the expected output.
+    Returns two DataFrames of `input_len` rows: the input with `lahead` columns, column i
+    holding the input from i steps back, in `window_order` (the LSTM reads them left to right),
+    and the expected output.
     """
 
     # Since the output is a moving average of the input,
@@ -165,6 +168,12 @@ def build_series(input_len, tsteps, lahead, seed):
         data_input = pd.DataFrame(data_input)
         for i, c in enumerate(data_input.columns):
             data_input[c] = data_input[c].shift(i)
+    # Beyond the original: oldest-first windows end with the newest input, in time order (as
+    # keras.utils.timeseries_dataset_from_array makes them). Newest-first, a stateful LSTM must
+    # remember the window's first input through the rest and nothing marks where a window
+    # begins; it fails where lahead > tsteps (see docs/sweep.md).
+    if window_order == "oldest-first":
+        data_input = data_input[data_input.columns[::-1]]
 
     # drop the nan
     return data_input[to_drop:], expected_output[to_drop:]
@@ -192,7 +201,7 @@ def split_data(x, y, batch_size):
 # ---------------------------------------------------------------------------------------------
 # MODEL
 # ---------------------------------------------------------------------------------------------
-def create_model(stateful, batch_size, lahead, speed, seed):
+def create_model(stateful, batch_size, lahead, speed, seed, learning_rate):
     """LSTM(20) then Dense(1), trained on mse with adam, as in the original.
 
     `speed` (from speed_settings) chooses how Keras runs the model, never what it computes.
@@ -205,7 +214,9 @@ def create_model(stateful, batch_size, lahead, speed, seed):
     model.add(keras.Input(batch_shape=(batch_size, lahead, 1)))
     model.add(TrackedStateLSTM(20, stateful=stateful, unroll=speed["unroll"]))
     model.add(keras.layers.Dense(1))
-    model.compile(loss="mse", optimizer="adam", **speed["compile"])
+    # Adam, with its step size a parameter: the original's "adam" is Adam(learning_rate=0.001).
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    model.compile(loss="mse", optimizer=optimizer, **speed["compile"])
     # Beyond the original: the same initial weights on every backend, for the same seed.
     model.set_weights(initial_weights(seed))
     return model
@@ -257,7 +268,9 @@ def experiment(args, data_input, expected_output):
 
     print("Creating Stateful Model...")
     start = time.perf_counter()
-    model_stateful = create_model(True, batch_size, args.lahead, speed, args.seed)
+    model_stateful = create_model(
+        True, batch_size, args.lahead, speed, args.seed, args.learning_rate
+    )
 
     print("Training")
     history_stateful = {"loss": [], "val_loss": []}  # per epoch, for loss.png and metrics.json
@@ -292,7 +305,9 @@ def experiment(args, data_input, expected_output):
 
     print("Creating Stateless Model...")
     start = time.perf_counter()
-    model_stateless = create_model(False, batch_size, args.lahead, speed, args.seed)
+    model_stateless = create_model(
+        False, batch_size, args.lahead, speed, args.seed, args.learning_rate
+    )
 
     print("Training")
     history_stateless = model_stateless.fit(
@@ -330,7 +345,7 @@ def experiment(args, data_input, expected_output):
 
     # Beyond the original: the trained stateful model used as a stream arrives, one sample per
     # call through the whole test set in time order: one stream from a reset state.
-    streamed = one_step_at_a_time(model_stateful, x_test, args.lahead, speed, args.seed)
+    streamed = one_step_at_a_time(model_stateful, x_test, args.lahead, speed)
     from_reset = without_history(len(expected), args.tsteps, 1, "interleaved")
     stream = score(expected, streamed, best_without_state, from_reset)
     stream["largest_difference"] = float(np.max(np.abs(streamed - predicted_stateful)))
@@ -342,7 +357,7 @@ def experiment(args, data_input, expected_output):
     }
 
 
-def one_step_at_a_time(model_stateful, x, lahead, speed, seed):
+def one_step_at_a_time(model_stateful, x, lahead, speed):
     """Predict `x` (in time order) one sample per call, as a trained stateful model is used.
 
     The trained weights go to a copy built for batches of one sample: the weights do not depend
@@ -352,7 +367,7 @@ def one_step_at_a_time(model_stateful, x, lahead, speed, seed):
     h = keras.ops.convert_to_numpy(model_stateful.layers[0].states[0])
     print(f"The stateful LSTM's state: h and c, each of shape {h.shape}, a row per batch slot.")
     print("A copy for batch size 1 predicts the test set one sample per call, from a reset state:")
-    model = create_model(True, 1, lahead, speed, seed)
+    model = create_model(True, 1, lahead, speed, seed=0, learning_rate=0.001)  # it never trains
     model.set_weights(model_stateful.get_weights())  # the parameters only, not the state
     model.layers[0].reset_state()
     predicted = np.concatenate([model.predict_on_batch(x[i : i + 1]) for i in range(len(x))])
@@ -473,7 +488,9 @@ def run(args):
     print_layout_note(args.batch_size, args.layout)
 
     print("Generating Data...")
-    data_input, expected_output = build_series(args.input_len, args.tsteps, args.lahead, args.seed)
+    data_input, expected_output = build_series(
+        args.input_len, args.tsteps, args.lahead, args.seed, args.window_order
+    )
     print("Input shape:", data_input.shape)
     print("Output shape:", expected_output.shape)
     print("Input head: ")
@@ -713,6 +730,8 @@ def run_metrics(args, results):
         "backend": keras.backend.backend(),
         "params": {name: getattr(args, name) for name, kind in PARAMETERS.items() if kind is int},
         "layout": args.layout,
+        "window_order": args.window_order,
+        "learning_rate": args.learning_rate,
         "fast": args.fast,
         "stateless_floor_mse": stateless_floor_mse(args.tsteps, args.lahead),
         **{name: {k: v for k, v in results[name].items() if k != "residual"} for name in STREAMED},
@@ -798,7 +817,9 @@ def run_sweep(args):
     for done, (t, la) in enumerate(pairs, start=1):
         cell = argparse.Namespace(**{**vars(args), "tsteps": t, "lahead": la})
         with contextlib.redirect_stdout(io.StringIO()):  # one line per cell, not its log
-            results = experiment(cell, *build_series(args.input_len, t, la, args.seed))
+            results = experiment(
+                cell, *build_series(args.input_len, t, la, args.seed, args.window_order)
+            )
         cells.append(run_metrics(cell, results))
         write_json(os.path.join(args.output_dir, "sweep.json"), {"cells": cells})
         figure = plot_sweep(cells, args.sweep_tsteps, args.sweep_lahead)
@@ -832,7 +853,8 @@ def plot_sweep(cells, tsteps_list, lahead_list):
     ax.set(xlabel="lahead (input window)", ylabel="tsteps (moving-average window)")
     ax.set_title(
         "The claim (only the stateful model converges when lahead < tsteps, both when lahead >= "
-        "tsteps), cell by cell:\ngreen where this run agrees, red where it differs"
+        f"tsteps), cell by cell:\ngreen where this run agrees, red where it differs "
+        f"({cells[0]['window_order']} windows, learning rate {cells[0]['learning_rate']})"
     )
     return fig
 
@@ -850,6 +872,9 @@ def problem(name, value):
     if kind is int:
         must = "an integer from 0 to 2**32 - 1" if name == "seed" else "a positive integer"
         ok = type(value) is int and (0 <= value < 2**32 if name == "seed" else value > 0)
+    elif kind is float:
+        must = "a positive number"
+        ok = type(value) in (int, float) and 0 < value < float("inf")
     elif kind == list[int]:
         must = "a list of positive integers"
         ok = type(value) is list and value and all(type(v) is int and v > 0 for v in value)
@@ -883,7 +908,7 @@ def make_parser():
         elif kind == list[int]:
             options |= {"type": int, "nargs": "+", "metavar": "N"}
         else:  # int, or str with or without choices
-            options |= {"type": int if kind is int else str, "choices": choices}
+            options |= {"type": {int: int, float: float}.get(kind, str), "choices": choices}
         parser.add_argument("--" + name.replace("_", "-"), **options)
     return parser
 

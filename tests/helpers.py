@@ -9,9 +9,11 @@ import pytest
 import lstm_stateful as ls
 
 
-def dataset(input_len, tsteps, lahead, batch_size, seed, layout="interleaved"):
+def dataset(
+    input_len, tsteps, lahead, batch_size, seed, layout="interleaved", window_order="newest-first"
+):
     """((x_train, y_train), (x_test, y_test)), as experiment() trains and tests on them."""
-    data_input, expected_output = ls.build_series(input_len, tsteps, lahead, seed)
+    data_input, expected_output = ls.build_series(input_len, tsteps, lahead, seed, window_order)
     (x_train, y_train), (x_test, y_test) = ls.split_data(data_input, expected_output, batch_size)
     x_train, y_train, x_test, y_test = (
         ls.to_layout(a, batch_size, layout) for a in (x_train, y_train, x_test, y_test)

@@ -517,7 +517,9 @@ def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
         assert cell["stateless_floor_mse"] == ls.stateless_floor_mse(tsteps, lahead)
     # a cell holds what a run of its own would
     args = parameters(input_len=40, epochs=1, tsteps=1, lahead=1)
-    alone = ls.run_metrics(args, ls.experiment(args, *ls.build_series(40, 1, 1, 1986)))
+    alone = ls.run_metrics(
+        args, ls.experiment(args, *ls.build_series(40, 1, 1, 1986, "newest-first"))
+    )
     assert_same_numbers(cells[1], json.loads(json.dumps(alone)))
     assert matplotlib_image_shape(tmp_path / "sweep.png")[1] >= 800
     printed = capsys.readouterr().out
@@ -546,6 +548,8 @@ def test_the_sweep_figure_is_green_where_the_claim_holds_and_red_where_not():
         model = {"r2": 0.9, "recovered": None if lahead >= tsteps else 0.7}
         return {
             "params": {"tsteps": tsteps, "lahead": lahead},
+            "window_order": "oldest-first",
+            "learning_rate": 0.0003,
             "stateful": {**model, "converged": stateful},
             "stateless": {**model, "converged": stateless},
         }
@@ -557,6 +561,7 @@ def test_the_sweep_figure_is_green_where_the_claim_holds_and_red_where_not():
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts[1] == "stateful: 70.0% recovered\nstateless: 70.0% recovered"
     assert texts[2] == "stateful: R² 0.900\nstateless: R² 0.900"
+    assert fig.axes[0].get_title().endswith("(oldest-first windows, learning rate 0.0003)")
 
 
 def test_interrupted_sweep_keeps_the_cells_done(tmp_path, monkeypatch, capsys):
@@ -980,13 +985,13 @@ def test_a_flag_overrides_a_bad_value_of_the_block_and_a_type_it_cannot_check_is
     assert ls.check(ls.make_parser().parse_args(["--output-dir", str(tmp_path)])).startswith(
         "epochs = 0 in the editable block"
     )
-    monkeypatch.setitem(ls.PARAMETERS, "tsteps", float)  # as if the line read `tsteps: float = 2.5`
-    monkeypatch.setattr(ls, "tsteps", 2.5)
+    monkeypatch.setitem(ls.PARAMETERS, "tsteps", complex)  # as if it read `tsteps: complex = 2j`
+    monkeypatch.setattr(ls, "tsteps", 2j)
     with pytest.raises(SystemExit) as stop:
         ls.main(["--output-dir", str(tmp_path)])
     assert stop.value.code == 2
     assert capsys.readouterr().err == (
-        "lstm_stateful.py: error: tsteps = 2.5 in the editable block: the type float is not one "
+        "lstm_stateful.py: error: tsteps = 2j in the editable block: the type complex is not one "
         "this script checks; keep the line's type\n"
     )
 

@@ -24,7 +24,8 @@ def lstm_state(model):
 
 
 def stateful_model(batch_size=1, lahead=1, fast=False, seed=0):
-    return ls.create_model(True, batch_size, lahead, ls.speed_settings(fast, lahead), seed)
+    speed = ls.speed_settings(fast, lahead)
+    return ls.create_model(True, batch_size, lahead, speed, seed, learning_rate=0.001)
 
 
 def test_stateful_model_carries_state_and_reset_clears_it():
@@ -41,7 +42,7 @@ def test_stateful_model_carries_state_and_reset_clears_it():
 
 def test_stateless_model_forgets_between_batches():
     model = ls.create_model(
-        stateful=False, batch_size=1, lahead=1, speed=ls.speed_settings(False, 1), seed=0
+        False, batch_size=1, lahead=1, speed=ls.speed_settings(False, 1), seed=0, learning_rate=1e-3
     )
     x = np.full((1, 1, 1), 0.1)
     np.testing.assert_array_equal(model.predict_on_batch(x), model.predict_on_batch(x))
@@ -135,7 +136,7 @@ def test_the_same_steps_from_the_same_start_give_the_same_weights_with_a_window_
     (x_train, y_train), _ = dataset(200, 5, 4, 1, 5)
     speed = ls.speed_settings(True, 4)
     assert speed["unroll"]  # the window is unrolled (longer ones loop, in a fixed order)
-    model = ls.create_model(False, 1, 4, speed, seed=3)
+    model = ls.create_model(False, 1, 4, speed, seed=3, learning_rate=0.001)
     model.steps_per_execution = 1  # a call per step: more calls to differ in
     model.optimizer.build(model.trainable_variables)
     variables = [*model.weights, *model.optimizer.variables]
@@ -158,7 +159,8 @@ def test_same_seed_same_numbers_and_the_initial_weights_come_from_the_seed_alone
 
     def scores(seed):
         results = ls.experiment(
-            parameters(input_len=40, epochs=1, seed=seed), *ls.build_series(40, 2, 1, seed)
+            parameters(input_len=40, epochs=1, seed=seed),
+            *ls.build_series(40, 2, 1, seed, "newest-first"),
         )
         return [
             results[m][k]
@@ -239,7 +241,7 @@ def test_the_point_only_the_stateful_model_sees_past_its_window(
     the stateful model recovers most of what the window cannot show while the stateless one stays
     at its floor; with lahead >= tsteps both fit."""
     args = parameters(input_len=500, epochs=3, tsteps=tsteps, lahead=lahead)
-    results = ls.experiment(args, *ls.build_series(500, tsteps, lahead, args.seed))
+    results = ls.experiment(args, *ls.build_series(500, tsteps, lahead, args.seed, "newest-first"))
     stateful, stateless = results["stateful"], results["stateless"]
     assert stateful["converged"] and stateless["converged"] == stateless_converges
     if not stateless_converges:
@@ -267,7 +269,9 @@ def test_experiment_fits_the_stateful_model_one_epoch_at_a_time_from_a_reset_sta
 
     for method in ("fit", "predict"):
         monkeypatch.setattr(keras.Model, method, recorded(method))
-    ls.experiment(parameters(input_len=60, epochs=3), *ls.build_series(60, 2, 1, 1986))
+    ls.experiment(
+        parameters(input_len=60, epochs=3), *ls.build_series(60, 2, 1, 1986, "newest-first")
+    )
     assert calls == [
         *[("fit", True, 1, True)] * 3,
         ("predict", True, None, True),
@@ -357,7 +361,7 @@ def test_one_sample_per_call_gives_what_predict_gives(capsys):
     trained.layers[0].reset_state()
     predicted = trained.predict(x_test, batch_size=1, verbose=0).flatten()
     h_after_predict = lstm_state(trained)[0]
-    streamed = ls.one_step_at_a_time(trained, x_test, 1, ls.speed_settings(True, 1), seed=0)
+    streamed = ls.one_step_at_a_time(trained, x_test, 1, ls.speed_settings(True, 1))
     np.testing.assert_array_equal(streamed, predicted)
     printed = capsys.readouterr().out
     assert "h and c, each of shape (1, 20), a row per batch slot." in printed
