@@ -79,6 +79,7 @@ import re
 import sys
 import tempfile
 import time
+import types
 import typing
 
 import matplotlib.pyplot as plt
@@ -659,19 +660,6 @@ class ProgbarLogger(keras.callbacks.ProgbarLogger):
         super().on_train_batch_end(min(batch, self.target - 1), logs)
 
 
-@contextlib.contextmanager
-def tensorflow_quiet():
-    """TensorFlow's Python logger at ERROR for the run, put back afterwards (a notebook's process
-    lives on): each cell of a sweep builds new models, which TensorFlow warns about as retracing."""
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 # ---------------------------------------------------------------------------------------------
 # LAYOUTS (machinery): which sample sits in which slot of which batch
 # ---------------------------------------------------------------------------------------------
@@ -728,11 +716,8 @@ def run_metrics(args, results):
     """What metrics.json holds: the parameters, each model's scores and losses, the stream's."""
     return {
         "backend": keras.backend.backend(),
-        "params": {name: getattr(args, name) for name, kind in PARAMETERS.items() if kind is int},
-        "layout": args.layout,
-        "window_order": args.window_order,
-        "learning_rate": args.learning_rate,
-        "fast": args.fast,
+        "params": {n: getattr(args, n) for n, kind in PARAMETERS.items() if kind in (int, float)},
+        **{name: getattr(args, name) for name in ("layout", "window_order", "fast")},
         "stateless_floor_mse": stateless_floor_mse(args.tsteps, args.lahead),
         **{name: {k: v for k, v in results[name].items() if k != "residual"} for name in STREAMED},
     }
@@ -854,7 +839,7 @@ def plot_sweep(cells, tsteps_list, lahead_list):
     ax.set_title(
         "The claim (only the stateful model converges when lahead < tsteps, both when lahead >= "
         f"tsteps), cell by cell:\ngreen where this run agrees, red where it differs "
-        f"({cells[0]['window_order']} windows, learning rate {cells[0]['learning_rate']})"
+        f"({cells[0]['window_order']} windows, learning rate {cells[0]['params']['learning_rate']})"
     )
     return fig
 
@@ -862,8 +847,12 @@ def plot_sweep(cells, tsteps_list, lahead_list):
 # ---------------------------------------------------------------------------------------------
 # COMMAND LINE (machinery): flags and checks made from the editable block, then main
 # ---------------------------------------------------------------------------------------------
-# The editable block, read back: each parameter's name and type, in the block's order.
-PARAMETERS = inspect.get_annotations(sys.modules[__name__])
+# The editable block, read back: each parameter's name and type, in the block's order. From this
+# code's own namespace (under `python -m cProfile` or `-m trace` it is not sys.modules[__name__]),
+# in a module object, which makes the annotations (Python 3.14 evaluates them only when asked).
+namespace = types.ModuleType("namespace")
+vars(namespace).update(globals())
+PARAMETERS = inspect.get_annotations(namespace)
 
 
 def problem(name, value):
@@ -873,8 +862,7 @@ def problem(name, value):
         must = "an integer from 0 to 2**32 - 1" if name == "seed" else "a positive integer"
         ok = type(value) is int and (0 <= value < 2**32 if name == "seed" else value > 0)
     elif kind is float:
-        must = "a positive number"
-        ok = type(value) in (int, float) and 0 < value < float("inf")
+        must, ok = "a positive number", type(value) in (int, float) and 0 < value < float("inf")
     elif kind == list[int]:
         must = "a list of positive integers"
         ok = type(value) is list and value and all(type(v) is int and v > 0 for v in value)
@@ -975,9 +963,13 @@ def main(argv=None):
         parser.error(message)
     # Ctrl-C: one line instead of a traceback, and 130, the status a shell gives a run it stopped.
     since = time.time() - 1  # file times may be rounded down to the second
+    # TensorFlow's Python logger at ERROR for the run, put back afterwards (a notebook's process
+    # lives on): each cell of a sweep builds new models, which TensorFlow warns about as retracing.
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        with tensorflow_quiet():
-            run_sweep(args) if args.sweep else run(args)
+        run_sweep(args) if args.sweep else run(args)
     except KeyboardInterrupt:
         folder = args.output_dir
         kept = sorted(f for f in os.listdir(folder) if os.path.getmtime(f"{folder}/{f}") >= since)
@@ -985,6 +977,8 @@ def main(argv=None):
         return 130
     except MemoryError:  # where available_memory() could not tell: numpy's allocation failed
         parser.error("out of memory; lower --input-len or --lahead")
+    finally:
+        logger.setLevel(level)
     return 0
 
 

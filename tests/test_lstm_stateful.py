@@ -44,13 +44,15 @@ MEMORY_FIGURE = pytest.mark.skipif(
 
 
 # ---------------------------------------------------------------- data
-def expected_dataset(input_len, tsteps, lahead, batch_size, seed):
+def expected_dataset(input_len, tsteps, lahead, batch_size, seed, window_order="newest-first"):
     """The original's arrays, computed a second way: plain numpy, no pandas, explicit indices."""
     to_drop = max(tsteps - 1, lahead - 1)
     noise = np.random.RandomState(seed).uniform(-0.1, 0.1, input_len + to_drop)
     times = np.arange(to_drop, to_drop + input_len)
-    # x[t, i, 0] is the input i steps before t; y[t] is the mean of the last tsteps inputs.
-    x = np.array([[noise[t - i] for i in range(lahead)] for t in times])[:, :, None]
+    # newest-first, x[t, i, 0] is the input i steps before t; oldest-first, lahead - 1 - i steps
+    # before; y[t] is the mean of the last tsteps inputs.
+    back = range(lahead) if window_order == "newest-first" else range(lahead - 1, -1, -1)
+    x = np.array([[noise[t - i] for i in back] for t in times])[:, :, None]
     y = np.array([noise[t - tsteps + 1 : t + 1].mean() for t in times])[:, None]
     n_train = int(0.8 * input_len) // batch_size * batch_size
     n_test = (input_len - n_train) - input_len % batch_size
@@ -61,18 +63,22 @@ def expected_dataset(input_len, tsteps, lahead, batch_size, seed):
 
 
 @pytest.mark.parametrize(
-    "input_len, tsteps, lahead, batch_size, seed",
+    "input_len, tsteps, lahead, batch_size, seed, window_order",
     [
-        (1000, 2, 1, 1, 1986),  # the original's defaults
-        (50, 3, 4, 1, 0),  # lahead > tsteps: the window view drops more rows than the mean
-        (53, 4, 2, 4, 7),  # batch_size > 1: both sets trimmed to whole batches
-        (41, 1, 3, 3, 1986),  # tsteps = 1: the target is the input itself
-        (30, 5, 1, 2, 2**32 - 1),  # the largest seed numpy takes
+        (1000, 2, 1, 1, 1986, "newest-first"),  # the original's defaults
+        (50, 3, 4, 1, 0, "newest-first"),  # lahead > tsteps: the window view drops more rows
+        (50, 3, 4, 1, 0, "oldest-first"),  # the same windows, in time order
+        (53, 4, 2, 4, 7, "newest-first"),  # batch_size > 1: both sets trimmed to whole batches
+        (53, 4, 3, 4, 7, "oldest-first"),
+        (41, 1, 3, 3, 1986, "newest-first"),  # tsteps = 1: the target is the input itself
+        (30, 5, 1, 2, 2**32 - 1, "oldest-first"),  # the largest seed numpy takes; a window of 1
     ],
 )
-def test_the_data_matches_an_independent_computation(input_len, tsteps, lahead, batch_size, seed):
-    got = dataset(input_len, tsteps, lahead, batch_size, seed)
-    want = expected_dataset(input_len, tsteps, lahead, batch_size, seed)
+def test_the_data_matches_an_independent_computation(
+    input_len, tsteps, lahead, batch_size, seed, window_order
+):
+    got = dataset(input_len, tsteps, lahead, batch_size, seed, window_order=window_order)
+    want = expected_dataset(input_len, tsteps, lahead, batch_size, seed, window_order)
     for got_array, want_array in zip([*got[0], *got[1]], [*want[0], *want[1]], strict=True):
         assert got_array.shape == want_array.shape
         assert got_array.dtype == np.float64
@@ -140,6 +146,7 @@ def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys, 
         "batch_size": 1,
         "epochs": 2,
         "seed": 1986,
+        "learning_rate": 0.001,
     }
     assert metrics["stateless_floor_mse"] == pytest.approx(2 * 0.01 / 27)
     _, (x_test, y_test) = expected_dataset(60, 3, 1, 1, 1986)
@@ -205,6 +212,12 @@ def test_run_in_process_writes_figures_and_consistent_metrics(tmp_path, capsys, 
         (["--seed", str(2**32)], f"seed = {2**32} on the command line: must be an integer from 0"),
         (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
         (["--layout", "rows"], "argument --layout: invalid choice: 'rows'"),
+        (["--window-order", "newest"], "argument --window-order: invalid choice: 'newest'"),
+        (["--learning-rate", "fast"], "argument --learning-rate: invalid float value: 'fast'"),
+        (["--learning-rate", "0"], "learning_rate = 0.0 on the command line: must be a positive"),
+        (["--learning-rate", "-0.001"], "learning_rate = -0.001 on the command line: must be a"),
+        (["--learning-rate", "nan"], "learning_rate = nan on the command line: must be a positive"),
+        (["--learning-rate", "inf"], "learning_rate = inf on the command line: must be a positive"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["--input-len", "1"], "--input-len 1 leaves 0 training and 1 test points"),
         (["--input-len", "10", "--batch-size", "8"], "leaves 8 training and 0 test points"),
@@ -327,7 +340,7 @@ CONTIGUOUS = {"input_len": 90, "tsteps": 4, "lahead": 2, "batch_size": 3, "seed"
 @pytest.fixture(scope="module")
 def contiguous_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("contiguous")
-    kept = {"fit": [], "predict": [], "figures": {}, "results": []}
+    kept = {"fit": [], "predict": [], "figures": {}, "results": [], "learning_rates": []}
     real = {name: getattr(keras.Model, name) for name in ("fit", "predict")}
     real_experiment, real_finish = ls.experiment, ls.finish_figures
 
@@ -335,6 +348,9 @@ def contiguous_run(tmp_path_factory):
         def call(model, x, *args, **kwargs):
             y = args[0] if args else None  # fit(x, y, ...); predict(x, ...)
             kept[name].append((model.layers[0].stateful, x, y, kwargs.get("validation_data")))
+            if name == "fit":
+                rate = keras.ops.convert_to_numpy(model.optimizer.learning_rate)
+                kept["learning_rates"].append(float(rate))
             return real[name](model, x, *args, **kwargs)
 
         return call
@@ -355,7 +371,8 @@ def contiguous_run(tmp_path_factory):
         patch.setattr(ls, "finish_figures", finish_figures)
         assert (
             ls.main(
-                [*flags, "--layout=contiguous", "--epochs=1", "--no-show", f"--output-dir={out}"]
+                [*flags, "--layout=contiguous", "--window-order=oldest-first", "--epochs=1"]
+                + ["--learning-rate=0.002", "--no-show", f"--output-dir={out}"]
             )
             == 0
         )
@@ -372,8 +389,9 @@ def contiguous_order(n, batch_size):
 
 
 def test_each_layout_is_what_the_models_train_on_and_are_scored_on(contiguous_run):
+    """What --layout contiguous and --window-order oldest-first give, fed to each model."""
     args = {k: CONTIGUOUS[k] for k in ("input_len", "tsteps", "lahead", "batch_size", "seed")}
-    (x_train, y_train), (x_test, y_test) = expected_dataset(**args)
+    (x_train, y_train), (x_test, y_test) = expected_dataset(**args, window_order="oldest-first")
     train = contiguous_order(len(x_train), 3)
     test = contiguous_order(len(x_test), 3)
     fits, predicts = contiguous_run["fit"], contiguous_run["predict"]
@@ -387,6 +405,16 @@ def test_each_layout_is_what_the_models_train_on_and_are_scored_on(contiguous_ru
         np.testing.assert_allclose(x, x_test[test], rtol=0, atol=1e-16)
     # ...and the scores are computed back in time order
     np.testing.assert_allclose(contiguous_run["results"]["expected"], y_test[:, 0], atol=1e-16)
+
+
+def test_the_learning_rate_reaches_the_optimizer(contiguous_run):
+    """--learning-rate is the step size of the Adam that trains each model, and metrics.json
+    says it; the block's 0.001 is the one Keras's "adam", the original's optimizer, has."""
+    assert contiguous_run["learning_rates"] == [pytest.approx(0.002)] * 2  # both models' fit
+    assert contiguous_run["metrics"]["params"]["learning_rate"] == 0.002
+    assert contiguous_run["metrics"]["window_order"] == "oldest-first"
+    adam = inspect.signature(keras.optimizers.Adam).parameters["learning_rate"].default
+    assert ls.learning_rate == adam == 0.001
 
 
 def test_the_floor_is_the_best_guess_from_the_window_and_the_skipped_points_the_originals(
@@ -497,14 +525,16 @@ def test_contiguous_needs_streams_as_long_as_tsteps(capsys):
 
 # ---------------------------------------------------------------- figures and sweep
 def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
-    argv = ["--sweep", "--sweep-tsteps", "2", "1", "--sweep-lahead", "1"]
+    argv = ["--sweep", "--sweep-tsteps", "2", "1", "--sweep-lahead", "2", "--window-order"]
+    argv += ["oldest-first"]
     argv += ["--input-len", "40", "--epochs", "1", "--no-show", "--output-dir", str(tmp_path)]
     assert ls.main(argv) == 0
     cells = json.loads((tmp_path / "sweep.json").read_text())["cells"]
     pairs = [(c["params"]["tsteps"], c["params"]["lahead"]) for c in cells]
-    assert pairs == [(2, 1), (1, 1)]  # in the order given
+    assert pairs == [(2, 2), (1, 2)]  # in the order given
     for cell, (tsteps, lahead) in zip(cells, pairs, strict=True):
         assert cell["backend"] == keras.backend.backend() and cell["layout"] == "interleaved"
+        assert cell["window_order"] == "oldest-first"
         assert cell["params"] == {
             "input_len": 40,
             "tsteps": tsteps,
@@ -512,19 +542,20 @@ def test_sweep_writes_one_cell_per_pair(tmp_path, capsys):
             "batch_size": 1,
             "epochs": 1,
             "seed": 1986,
+            "learning_rate": 0.001,
         }
         assert set(cell["stateful"]) == set(cell["stateless"]) == METRIC_KEYS
         assert cell["stateless_floor_mse"] == ls.stateless_floor_mse(tsteps, lahead)
     # a cell holds what a run of its own would
-    args = parameters(input_len=40, epochs=1, tsteps=1, lahead=1)
+    args = parameters(input_len=40, epochs=1, tsteps=1, lahead=2, window_order="oldest-first")
     alone = ls.run_metrics(
-        args, ls.experiment(args, *ls.build_series(40, 1, 1, 1986, "newest-first"))
+        args, ls.experiment(args, *ls.build_series(40, 1, 2, 1986, "oldest-first"))
     )
     assert_same_numbers(cells[1], json.loads(json.dumps(alone)))
     assert matplotlib_image_shape(tmp_path / "sweep.png")[1] >= 800
     printed = capsys.readouterr().out
-    assert "[2/2] tsteps=1 lahead=1: stateful R² " in printed and "s left" in printed
-    assert "[1/2] tsteps=2 lahead=1: stateful " in printed and "% recovered, stateless " in printed
+    assert "[2/2] tsteps=1 lahead=2: stateful R² " in printed and "s left" in printed
+    assert "[1/2] tsteps=2 lahead=2: stateful R² " in printed and ", stateless R² " in printed
     assert not list(tmp_path.glob("*.partial"))
 
 
@@ -547,9 +578,8 @@ def test_the_sweep_figure_is_green_where_the_claim_holds_and_red_where_not():
     def cell(tsteps, lahead, stateful, stateless):
         model = {"r2": 0.9, "recovered": None if lahead >= tsteps else 0.7}
         return {
-            "params": {"tsteps": tsteps, "lahead": lahead},
+            "params": {"tsteps": tsteps, "lahead": lahead, "learning_rate": 0.0003},
             "window_order": "oldest-first",
-            "learning_rate": 0.0003,
             "stateful": {**model, "converged": stateful},
             "stateless": {**model, "converged": stateless},
         }
@@ -948,6 +978,23 @@ def test_a_backend_that_cannot_run_gets_one_line_and_status_2(backend, message, 
             "layout = 'contigous' in the editable block: must be one of interleaved, contiguous",
         ),
         ("show", "no", "show = 'no' in the editable block: must be True or False"),
+        (
+            "window_order",
+            "oldest",
+            "window_order = 'oldest' in the editable block: must be one of newest-first, "
+            "oldest-first",
+        ),
+        ("learning_rate", 0, "learning_rate = 0 in the editable block: must be a positive number"),
+        (
+            "learning_rate",
+            None,
+            "learning_rate = None in the editable block: must be a positive number",
+        ),
+        (
+            "learning_rate",
+            True,
+            "learning_rate = True in the editable block: must be a positive number",
+        ),
         ("fast", 1, "fast = 1 in the editable block: must be True or False"),
         ("output_dir", None, "output_dir = None in the editable block: must be a folder name"),
         ("output_dir", "", "output_dir = '' in the editable block: must be a folder name"),
@@ -1055,6 +1102,7 @@ def test_an_edited_block_is_checked_and_used_on_the_command_line(tmp_path, monke
         "batch_size": 1,
         "epochs": 1,
         "seed": 1986,
+        "learning_rate": 0.001,
     }
     assert metrics["stateless_floor_mse"] == 0.0
     # --help follows the edited file: its values are the defaults, its comments the help (read
