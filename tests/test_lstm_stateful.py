@@ -9,9 +9,11 @@ import inspect
 import io
 import json
 import os
+import pstats
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -801,27 +803,31 @@ WINDOW_OF_7 = ["--input-len", "250", "--epochs", "2", "--tsteps", "8", "--lahead
 @pytest.fixture(scope="module")
 def command_line_runs(tmp_path_factory):
     """runs(backend): `python lstm_stateful.py WINDOW_OF_7`, twice at once, each in a new process
-    in a folder of its own, on that backend; run once per backend for the tests that read it."""
+    in a folder of its own, on that backend: the first as the command line does (runpy), the
+    second under `python -m cProfile`; run once per backend for the tests that read it."""
     done = {}
 
     def runs(backend):
         if backend not in done:
             folder = tmp_path_factory.mktemp(backend)
+            first = command_line(
+                *WINDOW_OF_7,
+                *["--no-show", "--output-dir", str(folder / "first")],
+                after="print('LOADED', sorted(m for m in ('tensorflow', 'jax', 'torch') "
+                "if sys.modules.get(m)))",
+            )
+            second = [sys.executable, "-m", "cProfile", "-o", str(folder / "second" / "profile")]
+            second += [str(ROOT / "lstm_stateful.py"), *WINDOW_OF_7, "--no-show", "--output-dir"]
             started = [
                 subprocess.Popen(
-                    command_line(
-                        *WINDOW_OF_7,
-                        *["--no-show", "--output-dir", str(folder / name)],
-                        after="print('LOADED', sorted(m for m in ('tensorflow', 'jax', 'torch') "
-                        "if sys.modules.get(m)))",
-                    ),
+                    command,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
                     cwd=folder,
                     env=backend_env(backend),
                 )
-                for name in ("first", "second")
+                for command in (first, [*second, str(folder / "second")])
             ]
             outputs = [(*process.communicate(), process.returncode) for process in started]
             done[backend] = folder, outputs
@@ -832,22 +838,27 @@ def command_line_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_command_line_runs_on_each_backend_and_repeats_exactly(backend, command_line_runs):
-    """`python lstm_stateful.py`, twice at once, each in a new process: the same seed and a window
-    of 7 steps give the same numbers, bit for bit (see assert_same_numbers); the outputs go to
-    --output-dir, nothing into the working directory; TensorFlow neither logs a wall of lines nor
-    loads where another backend runs."""
+    """`python lstm_stateful.py`, twice at once, each in a new process, once of them under
+    `python -m cProfile`: the same seed and a window of 7 steps give the same numbers, bit for
+    bit (see assert_same_numbers); the outputs go to --output-dir, nothing into the working
+    directory; TensorFlow neither logs (see tensorflow_log_lines) nor loads where another
+    backend runs."""
     require(backend)
     folder, outputs = command_line_runs(backend)
     runs = []
     for (stdout, stderr, returncode), name in zip(outputs, ("first", "second"), strict=True):
         assert returncode == 0, stderr[-3000:]
-        loaded = stdout.splitlines()[-1]
-        assert backend in loaded and ("tensorflow" in loaded) == (backend == "tensorflow"), loaded
+        if name == "first":
+            loaded = stdout.splitlines()[-1]
+            assert backend in loaded and ("tensorflow" in loaded) == (backend == "tensorflow")
+        else:  # the profile of the run, with the script's own functions in it
+            functions = pstats.Stats(str(folder / name / "profile")).stats
+            assert ("lstm_stateful.py", "experiment") in {
+                (Path(f).name, n) for f, _, n in functions
+            }
         assert f"on {backend}; seed 1986" in stdout
         assert "STATELESS LSTM WILL NOT CONVERGE" in stdout
-        # no TensorFlow log wall: what its import writes is held back (TensorFlow 2.16's XLA
-        # still writes 3 lines the first time it compiles: windows of 3+ steps)
-        assert "cuda" not in stderr and stderr.count("I0000") <= 3 and "Traceback" not in stderr
+        assert tensorflow_log_lines(stderr) == [] and "Traceback" not in stderr
         # progress bars count to their real totals: 200 training steps an epoch (80% of 250), 50
         # to predict
         counts = [(int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+)(?!\d)", stdout)]
@@ -860,6 +871,31 @@ def test_the_command_line_runs_on_each_backend_and_repeats_exactly(backend, comm
     assert runs[0]["backend"] == backend and len(runs[0]["stateful"]["loss"]) == 2
     assert runs[0]["params"]["lahead"] == 7
     assert_same_numbers(*runs)
+
+
+def tensorflow_log_lines(stderr):
+    """TensorFlow's C++ log lines (`E0000 00:00:...`, `I0000 ...`) among what a run wrote to its
+    stderr. The script holds them back (TF_CPP_MIN_LOG_LEVEL 3 where the user set none): below it
+    a machine with CUDA's libraries and no GPU logs `failed call to cuInit`, and XLA logs what it
+    compiled. TensorFlow 2.16 still logs 3 lines of XLA's, at any level."""
+    lines = [line for line in stderr.splitlines() if re.match(r"[IWEF]\d{4} \d\d:\d\d:", line)]
+    if importlib.util.find_spec("tensorflow") and metadata.version("tensorflow") < "2.17":
+        info = [line for line in lines if line.startswith("I")]
+        lines = [line for line in lines if not line.startswith("I")] + info[3:]
+    return lines
+
+
+def test_tensorflows_log_level_is_the_users_and_else_3():
+    """The script quiets TensorFlow only where the user has not chosen a level: it sets
+    TF_CPP_MIN_LOG_LEVEL to 3 where it is unset (as in this process: conftest.py unsets it),
+    before Keras loads, and keeps the user's."""
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    env = {**os.environ, "KERAS_BACKEND": "numpy", "TF_CPP_MIN_LOG_LEVEL": "2"}  # loads at once
+    code = "import os, lstm_stateful; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert done.stdout == "2\n", done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "tensorflow"])
@@ -881,6 +917,26 @@ def test_every_backend_gives_tensorflows_numbers(backend, command_line_runs):
     for name in ("stateful", "stateless"):
         for key in ("loss", "val_loss"):
             assert other[name][key] == pytest.approx(tensorflow[name][key], rel=0.01)
+
+
+@pytest.mark.parametrize("tool", [["trace", "--count"], ["pdb"]])
+def test_pythons_tools_run_it_with_its_flags_and_checks(tool, tmp_path):
+    """`python -m trace` and `python -m pdb` run the script with its flags, and check them as
+    `python lstm_stateful.py` does (trace, like cProfile, in a namespace that is not the module
+    in sys.modules; a whole run under cProfile: the repeat test above)."""
+    done = subprocess.run(
+        [sys.executable, "-m", *tool, str(ROOT / "lstm_stateful.py"), "--epochs", "0"],
+        input="continue\nquit\n",  # what pdb reads: run the script, then quit when it ends
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    error = "lstm_stateful.py: error: epochs = 0 on the command line: must be a positive integer"
+    assert done.stderr.splitlines() == [error]
+    if tool == ["pdb"]:
+        assert "The program exited via sys.exit(). Exit status: 2" in done.stdout
+    # (the status: trace ends with its own 0 whatever the program's was)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def test_a_framework_that_fails_to_load_says_why_then_the_hint(tmp_path):
