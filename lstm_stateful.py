@@ -583,13 +583,14 @@ except (ImportError, ValueError, KeyboardInterrupt) as error:  # no such backend
 class TrackedStateLSTM(keras.layers.LSTM):
     """keras.layers.LSTM, whose state JAX and PyTorch carry from batch to batch too.
 
-    Works around Keras 3 (seen on 3.7.0 to 3.15.1), which creates a stateful RNN's state
-    variables untracked: they are not among the model's variables, so the JAX trainer, which is
-    functional and writes back only the variables it knows, never updates them (fit silently
-    trains a stateless model); and on PyTorch the state is overwritten in place while autograd
-    still needs it (RuntimeError in the first step). The state joins the layer's `variables`,
-    which trainers read and write back, but not its weights, which summary(), get_weights() and
-    saving read: those still see the parameters alone, at any batch size.
+    Works around Keras 3 (docs/keras-bug.md; a test says when it can go), which creates a
+    stateful RNN's state variables untracked: they are not among the model's variables, so the
+    JAX trainer, which is functional and writes back only the variables it knows, never updates
+    them (fit silently trains a stateless model); and on PyTorch the state is overwritten in
+    place while autograd still needs it (RuntimeError in the first step). The state joins the
+    layer's `variables` (for JAX), which trainers read and write back, but not its weights, which
+    summary(), get_weights() and saving read: those still see the parameters alone, at any batch
+    size. Each step starts from a copy of the state (for PyTorch).
     """
 
     @property
