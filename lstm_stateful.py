@@ -170,9 +170,10 @@ def build_series(input_len, tsteps, lahead, seed, window_order):
         for i, c in enumerate(data_input.columns):
             data_input[c] = data_input[c].shift(i)
     # Beyond the original: oldest-first windows end with the newest input, in time order (as
-    # keras.utils.timeseries_dataset_from_array makes them). Newest-first, a stateful LSTM must
-    # remember the window's first input through the rest and nothing marks where a window
-    # begins; it fails where lahead > tsteps (see docs/sweep.md).
+    # keras.utils.timeseries_dataset_from_array makes them). Newest-first, where lahead > tsteps
+    # the target lies at a window's first steps, which the LSTM must carry through the rest. A
+    # stateless LSTM starts each window from zeros, which mark that step; a stateful one starts
+    # from what the window before left, and there fails to fit in 10 epochs (docs/sweep.md).
     if window_order == "oldest-first":
         data_input = data_input[data_input.columns[::-1]]
 
@@ -216,6 +217,10 @@ def create_model(stateful, batch_size, lahead, speed, seed, learning_rate):
     model.add(TrackedStateLSTM(20, stateful=stateful, unroll=speed["unroll"]))
     model.add(keras.layers.Dense(1))
     # Adam, with its step size a parameter: the original's "adam" is Adam(learning_rate=0.001).
+    # With batches of one sample, each step follows one sample's error; for a model without
+    # state most of it is the part of the average it cannot see. At 0.001 those steps keep the
+    # stateless model above its floor, and one seed in ten (--seed 5) jumps in its last epoch;
+    # smaller steps end both, and fit less in 10 epochs (docs/sweep.md).
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     model.compile(loss="mse", optimizer=optimizer, **speed["compile"])
     # Beyond the original: the same initial weights on every backend, for the same seed.
