@@ -87,7 +87,51 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends import BackendFilter, backend_registry
 
-# `keras` is imported after the lesson, in START-UP: TensorFlow's log settings must come first.
+
+# ---------------------------------------------------------------------------------------------
+# SETUP: TensorFlow's settings, then Keras (on TensorFlow unless KERAS_BACKEND says jax or torch)
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def stderr_held():
+    """Hold back what the process writes to its stderr (file descriptor 2) for a while, and
+    write it out after all if the block fails: then it says why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except Exception:
+            held.seek(0)
+            os.write(saved, held.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+# TensorFlow reads these when it loads, so they come first, each only where the user set none.
+# Its C++ log lines held back from level 3 (errors) down, such as a CPU-only machine's CUDA
+# lines; the few it writes while it loads, before any level applies, are held back too and
+# shown only if the import fails.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# oneDNN's kernels and more than one thread for independent ops: both slower for ops as tiny as
+# this model's (docs/speed.md).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+try:
+    with stderr_held():
+        import keras
+except (ImportError, ValueError, KeyboardInterrupt) as error:  # no such backend, or Ctrl-C
+    if __name__ != "__main__":
+        raise
+    if isinstance(error, KeyboardInterrupt):
+        print("Interrupted while loading Keras: nothing written")
+        sys.exit(130)
+    hint = "install it (see the README) or set KERAS_BACKEND to tensorflow, jax or torch"
+    sys.stderr.write(f"lstm_stateful.py: error: Keras cannot load its backend: {error}; {hint}\n")
+    sys.exit(2)
+
 
 # ---------------------------------------------------------------------------------------------
 # EDITABLE PARAMETERS
@@ -370,8 +414,8 @@ def one_step_at_a_time(model_stateful, x, lahead, speed):
     on the batch size, the state does. The copy starts from a reset state, and each call starts
     from the state the call before left. Prints what the state is, holds, and what a reset does.
     """
-    h = keras.ops.convert_to_numpy(model_stateful.layers[0].states[0])
-    print(f"The stateful LSTM's state: h and c, each of shape {h.shape}, a row per batch slot.")
+    shape = tuple(model_stateful.layers[0].states[0].shape)
+    print(f"The stateful LSTM's state: h and c, each of shape {shape}, a row per batch slot.")
     print("A copy for batch size 1 predicts the test set one sample per call, from a reset state:")
     model = create_model(True, 1, lahead, speed, seed=0, learning_rate=0.001)  # it never trains
     model.set_weights(model_stateful.get_weights())  # the parameters only, not the state
@@ -531,54 +575,6 @@ def run(args):
 # =============================================================================================
 # The lesson ends here. Below is the machinery around it, one section per job.
 # =============================================================================================
-
-
-# ---------------------------------------------------------------------------------------------
-# START-UP (machinery): load Keras quietly
-# ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def stderr_held():
-    """Hold back what the process writes to its stderr (file descriptor 2) for a while, and
-    write it out after all if the block fails: then it says why."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except Exception:
-            held.seek(0)
-            os.write(saved, held.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-# Without these a CPU-only machine prints a screenful of TensorFlow C++ log lines: the level
-# must be set before TensorFlow loads, and a few lines are written while it loads, before any
-# level applies (held back, and shown only if the import fails).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# oneDNN's kernels pay a set-up cost per op that outweighs ops as tiny as this model's.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-# And one thread for its independent ops: ops this small gain nothing from more (measured: the
-# default run is ~5% faster with one than with two, medians of 3).
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-try:
-    with stderr_held():
-        import keras
-except (ImportError, ValueError, KeyboardInterrupt) as error:  # no such backend, or Ctrl-C
-    if __name__ != "__main__":
-        raise
-    if isinstance(error, KeyboardInterrupt):
-        print("Interrupted while loading Keras: nothing written")
-        sys.exit(130)
-    print(
-        f"lstm_stateful.py: error: Keras cannot load its backend: {error}; install it (see the "
-        "README) or set KERAS_BACKEND to tensorflow, jax or torch",
-        file=sys.stderr,
-    )
-    sys.exit(2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -409,3 +409,27 @@ def test_kerass_own_stateful_lstm_still_needs_the_workaround(capsys):
         assert "after fit, largest |h| = 0.000: state never moved" in printed
     else:
         assert "fit raised RuntimeError: one of the variables needed for gradient" in printed
+
+
+def test_the_readmes_recipe_trains_a_stateful_model_and_streams_it(monkeypatch):
+    """README.md's recipe, run as a learner copies it (on JAX and PyTorch with TrackedStateLSTM in
+    place of keras.layers.LSTM, as the README says): a stateful model at batch size 4, one epoch
+    per fit() from a reset state; its weights in a batch-1 copy, which predicts one sample per
+    call, each from the state the call before left, what predict() gives from a reset state."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    (recipe,) = [block for block in blocks if "stateful=True" in block]
+    if keras.backend.backend() != "tensorflow":
+        monkeypatch.setattr(keras.layers, "LSTM", ls.TrackedStateLSTM)
+    namespace = {}
+    exec(compile(recipe, "README.md", "exec"), namespace)
+    model, stream = namespace["model"], namespace["stream"]
+    assert model.layers[0].stateful and tuple(model.layers[0].states[0].shape) == (4, 20)
+    assert not np.any(lstm_state(model)[0])  # reset after the last epoch
+    assert tuple(stream.layers[0].states[0].shape) == (1, 20) and np.any(lstm_state(stream)[0])
+    for a, b in zip(model.get_weights(), stream.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    copy = namespace["lstm_model"](1)
+    copy.set_weights(model.get_weights())
+    expected = copy.predict(namespace["x_train"][:10], batch_size=1, verbose=0)
+    np.testing.assert_allclose(np.concatenate(namespace["predictions"]), expected, rtol=1e-6)
