@@ -250,7 +250,7 @@ def split_data(x, y, batch_size):
 def create_model(stateful, batch_size, lahead, speed, seed, learning_rate):
     """LSTM(20) then Dense(1), trained on mse with adam, as in the original.
 
-    `speed` (from speed_settings) chooses how Keras runs the model, never what it computes.
+    `speed` (from speed_settings) chooses how Keras runs the model (docs/speed.md).
     """
     # Not Keras's own classes: FusedStepsSequential (SPEED SETTINGS, below) is keras.Sequential
     # with a predict and a progress bar fit for fused steps; TrackedStateLSTM (BACKEND WORKAROUND)
@@ -436,8 +436,9 @@ def score(expected, predicted, best_without_state, skipped):
     without state sits at a floor, the MSE of `best_without_state` on the very points it is
     scored on (this test set's floor, which scatters around stateless_floor_mse), whatever it
     does; R² would credit it with the part of the average its window shows. So a model converges
-    when it `recovered` at least RECOVERED (half) of what its window cannot show (measured:
-    stateless models never reach 6%). With lahead >= tsteps there is no floor: R² >= CONVERGED_R2.
+    when it `recovered` at least RECOVERED (half) of what its window cannot show (how far the
+    stateless models stay from that: docs/results.md). With lahead >= tsteps there is no floor:
+    R² >= CONVERGED_R2.
     """
     residual = np.where(skipped, np.nan, expected - predicted)
     test_mse = float(np.mean((expected[~skipped] - predicted[~skipped]) ** 2))
@@ -608,14 +609,14 @@ class TrackedStateLSTM(keras.layers.LSTM):
 # SPEED SETTINGS (machinery): how each backend runs the same model fastest
 # ---------------------------------------------------------------------------------------------
 STEPS_PER_EXECUTION = 1000  # with fast: at most this many training steps per compiled call
-# With fast: unroll windows up to this many steps. Past it, compiling the unrolled window costs
-# more than it saves (measured: XLA at ~4-8 steps; PyTorch compiles nothing).
+# With fast: unroll windows up to this many steps; past it, compiling the unrolled window costs
+# more than it saves (docs/speed.md). PyTorch compiles nothing, so it unrolls longer ones.
 UNROLL_UP_TO = {"tensorflow": 4, "jax": 4, "torch": 16}
 
 
 def speed_settings(fast, lahead):
     """How Keras runs the model: LSTM(unroll=...) and compile(steps_per_execution=...,
-    jit_compile=...). The model and its maths stay the same.
+    jit_compile=...): the same model; windows of 2+ steps may round a little otherwise.
 
     With `fast`, Keras runs many training steps per call into compiled code instead of returning
     to Python after every batch of one sample, and short windows are unrolled. Steps still run
@@ -624,13 +625,11 @@ def speed_settings(fast, lahead):
     """
     backend = keras.backend.backend()
     steps = STEPS_PER_EXECUTION if fast and backend != "torch" else 1  # PyTorch: Keras allows 1
-    # jit_compile (XLA). JAX: always; without it every op runs on its own, ~100x slower.
-    # TensorFlow: with fast, for windows of 3+ steps. Unrolled, its own runtime sums the gradients
-    # of the window's steps with AddN, which puts first whichever input's buffer it can reuse, so
-    # the order and the last bits change from call to call (the 7th digit after training); XLA
-    # keeps one order. Longer windows loop, which XLA runs about twice as fast. Two terms add up
-    # the same either way round, and XLA's compiling would cost the default run (one step) ~8%.
-    # PyTorch: eager; torch.compile made a run 3.6x as slow, with other losses from epoch 1 on.
+    # jit_compile (XLA). JAX: always; without it every op runs on its own. TensorFlow: with fast,
+    # for windows of 3+ steps, whose gradients its own runtime sums (AddN) in an order that can
+    # change from call to call; XLA keeps one order, so runs repeat. Windows of 1 or 2 repeat
+    # without it, and skip its compiling. PyTorch: eager (torch.compile is slower here). The
+    # measurements behind each choice: docs/speed.md and docs/results.md.
     xla = backend == "jax" or (backend == "tensorflow" and fast and lahead > 2)
     compile_options = {"steps_per_execution": steps, "jit_compile": xla}
     return {"unroll": fast and lahead <= UNROLL_UP_TO[backend], "compile": compile_options}
@@ -641,8 +640,8 @@ class FusedStepsSequential(keras.Sequential):
     """keras.Sequential, predicting one step per call, with a progress bar that ends at its total.
 
     TensorFlow builds a fused predict as one graph with every step spelt out, which takes
-    seconds to build for a single pass over the test set (measured: the default run took
-    12 to 23 s longer); training and validation loop instead, and keep their fused steps.
+    seconds to build for a single pass over the test set (docs/speed.md); training and
+    validation loop instead, and keep their fused steps.
     """
 
     def fit(self, *args, **kwargs):
@@ -655,8 +654,8 @@ class FusedStepsSequential(keras.Sequential):
 
 
 class ProgbarLogger(keras.callbacks.ProgbarLogger):
-    """Keras's progress bar, which never counts past its total: Keras (seen on 3.15) reports each
-    call as if it ran all its steps, a short one too (1000/800 for an epoch of 800 steps)."""
+    """Keras's progress bar, which never counts past its total: Keras reports each call as if it
+    ran all its steps, a short one too (1000/800 for an epoch of 800 steps)."""
 
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(min(batch, self.target - 1), logs)
