@@ -136,7 +136,7 @@ def test_the_same_steps_from_the_same_start_give_the_same_weights(window):
     to call (AddN) once there are 3; the script's settings (XLA for windows of 3+ steps) keep one
     order. One compiled model, one step per call, trains 4 times from the same weights and
     optimizer state, and ends bit for bit alike each time, on every backend."""
-    (x_train, y_train), _ = dataset(200, window + 1, window, 1, 5)
+    (x_train, y_train), _ = dataset(100, window + 1, window, 1, 5)
     speed = ls.speed_settings(True, window)
     model = ls.create_model(False, 1, window, speed, seed=3, learning_rate=0.001)
     model.steps_per_execution = 1  # a call per step: more calls to differ in
