@@ -195,7 +195,7 @@ def test_the_initial_weights_follow_kerass_default_distributions():
 def test_fast_has_xla_compile_every_window_of_3_or_more_steps_on_tensorflow():
     """Without XLA, TensorFlow's runtime sums an unrolled window's gradients (AddN) in an order
     that can change from call to call once there are 3 terms. For a window of 3 that happens
-    now and then (in 1 of 7 probes of 200 to 800 steps, 4 to 6 rounds, here), too seldom for the
+    now and then (in 1 of 6 probes of 200 to 800 steps, 3 to 6 rounds, here), too seldom for the
     test above to catch every time: so this test checks the setting that prevents it."""
     for window in (1, 2, 3, 4, 7, 20):
         xla = ls.speed_settings(True, window)["compile"]["jit_compile"]
