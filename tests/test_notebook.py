@@ -1,90 +1,103 @@
-"""lstm_stateful.py in a real Jupyter kernel (ipykernel, driven by nbclient), the three ways a
-learner runs a script there: %run with flags; the whole file pasted into a cell, its constants
-edited; import and main(). Each writes its outputs, none takes the kernel's own command line for
-flags, and the kernel is left as it was: every framework still imports, and the settings the run
-changes for its own sake are back. Needs `pip install ipykernel nbclient` (CI installs them).
+"""lstm_stateful.py in a real Jupyter kernel (ipykernel, driven by nbclient), the ways a learner
+runs it there: as a notebook made by jupytext, cell by cell, its constants edited; `%run` with
+flags; the whole file pasted into a cell. Each writes its outputs and shows its figures where a
+learner looks for them; none takes the kernel's own command line for flags; the kernel is left
+as it was. Needs `pip install ipykernel nbclient jupytext` (CI installs them), and runs on each
+installed backend.
 """
 
 import json
-from pathlib import Path
+import os
+import re
+import subprocess
+import sys
 
-from helpers import require
+import pytest
+from helpers import BACKENDS, SCRIPT, require
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "lstm_stateful.py"
-TINY = "--input-len 60 --epochs 1"
+EDITS = [
+    ("input_len: int = 1000 ", "input_len: int = 60 "),
+    ("epochs: int = 10 ", "epochs: int = 1 "),
+]
 
 
-def pasted_script(output_dir):
-    """The whole script with the constants at the top edited, as a learner pastes it in a cell."""
-    text = SCRIPT.read_text()
-    for old, new in [
-        ("\ninput_len: int = 1000 ", "\ninput_len: int = 60 "),
-        ("\nepochs: int = 10 ", "\nepochs: int = 1 "),
-        ('\noutput_dir: str = "outputs"', f"\noutput_dir: str = {str(output_dir)!r}"),
-    ]:
+def edited(text, output_dir):
+    """The constants at the top edited, as a learner does: a short run, its own folder."""
+    for old, new in [*EDITS, ('output_dir: str = "outputs"', f"output_dir: str = {output_dir!r}")]:
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     return text
 
 
-def test_the_three_ways_to_run_it_in_a_jupyter_kernel(tmp_path, monkeypatch):
-    require("ipykernel")
-    require("nbclient")
+def images(cell):
+    return [o for o in cell.outputs if o.output_type == "display_data" and "image/png" in o.data]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_example_runs_in_a_jupyter_kernel_cell_by_cell_by_run_and_pasted(
+    backend, tmp_path, monkeypatch
+):
+    for module in ("ipykernel", "nbclient", "jupytext", backend):
+        require(module)
     import nbclient
     import nbformat
 
-    monkeypatch.delenv("MPLBACKEND")  # a kernel as Jupyter starts it: matplotlib's inline backend
-    out = {name: tmp_path / name for name in ("run", "pasted", "imported")}
-    cells = [
-        # what the run must leave as it found it (TensorFlow loaded first: its own import is not
-        # the script's doing)
-        "import logging, os, sys\n"
-        "import tensorflow as tf\n"
-        "def session():\n"
-        "    return (\n"
-        "        [name for name, module in sys.modules.items() if module is None],\n"
-        "        logging.getLogger('tensorflow').level,\n"
-        "        tf.config.optimizer.get_experimental_options().get('disable_meta_optimizer'),\n"
-        "        os.fstat(2).st_ino,\n"
-        "    )\n"
-        "before = session()",
-        f"%run {SCRIPT} {TINY} --no-show --output-dir {out['run']}",
-        # a learner's own model, built after the script has run once, must still train after it
-        "import keras, numpy as np\n"
-        "user = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\n"
-        "user.compile(loss='mse', optimizer='sgd')\n"
-        "user.fit(np.ones((8, 3)), np.ones((8, 1)), verbose=0)",
-        pasted_script(out["pasted"]),  # show stays True: figures inline
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "import lstm_stateful\n"
-        f"print('status', lstm_stateful.main({TINY.split()} + "
-        f"['--no-show', '--output-dir', {str(out['imported'])!r}]))",
-        "import jax, torch\n"
-        "assert session() == before, (session(), before)\n"
-        "user.fit(np.ones((8, 3)), np.ones((8, 1)), verbose=0)\n"
-        "print('kernel as it was')",
+    notebook_path = tmp_path / "lstm_stateful.ipynb"
+    subprocess.run(
+        [sys.executable, "-m", "jupytext", "--to", "ipynb", "-o", str(notebook_path), str(SCRIPT)],
+        check=True,
+        capture_output=True,
+    )
+    notebook = nbformat.read(notebook_path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    text = [cell for cell in notebook.cells if cell.cell_type == "markdown"]
+    assert len(code) >= 8 and len(text) >= 6
+    assert text[0].source.startswith("# Stateful vs stateless LSTM")
+    (block,) = [cell for cell in code if cell.source.startswith("input_len: int = ")]
+    block.source = edited(block.source, str(tmp_path / "cells"))
+    learner = len(notebook.cells)
+    out = {name: tmp_path / name for name in ("run", "pasted")}
+    notebook.cells += [
+        nbformat.v4.new_code_cell(source)
+        for source in (
+            "import logging, sys\nbefore = (sys.excepthook, logging.getLogger().level)",
+            f"%run {SCRIPT} --input-len 60 --epochs 1 --no-show --output-dir {out['run']}",
+            edited(SCRIPT.read_text(encoding="utf-8"), str(out["pasted"])),  # show stays True
+            # a learner's own model after the example, and the kernel as it was
+            "import keras, numpy as np\n"
+            "user = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\n"
+            "user.compile(loss='mse', optimizer='sgd')\n"
+            "user.fit(np.ones((8, 3)), np.ones((8, 1)), verbose=0)\n"
+            "assert (sys.excepthook, logging.getLogger().level) == before\n"
+            "import importlib, importlib.util\n"  # every installed framework still imports
+            "for name in ('tensorflow', 'jax', 'torch'):\n"
+            "    if importlib.util.find_spec(name):\n"
+            "        importlib.import_module(name)\n"
+            "print('kernel as it was')",
+        )
     ]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
+    monkeypatch.delenv("MPLBACKEND")  # a kernel as Jupyter starts it: matplotlib's inline backend
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3").execute()
 
-    def outputs(i, kind):
-        return [o for o in notebook.cells[i].outputs if o.output_type == kind]
-
-    for i in range(len(cells)):
-        assert not outputs(i, "error"), outputs(i, "error")
-    for name, folder in out.items():
-        assert {p.name for p in folder.iterdir()} == {
-            "input.png",
-            "results.png",
-            "loss.png",
-            "metrics.json",
-        }, name
-        params = json.loads((folder / "metrics.json").read_text())["params"]
-        assert params["input_len"] == 60 and params["epochs"] == 1, name
-    # show, in a notebook: matplotlib's inline backend displays the three figures in the cell
-    images = [o for o in outputs(3, "display_data") if "image/png" in o["data"]]
-    assert len(images) == 3
-    assert not [o for o in outputs(1, "display_data") if "image/png" in o["data"]]  # --no-show
-    assert "status 0" in "".join(o["text"] for o in outputs(4, "stream"))
-    assert "kernel as it was" in "".join(o["text"] for o in outputs(5, "stream"))
+    for cell in notebook.cells:
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        assert not errors, errors
+    # cell by cell: each figure under the cell that draws it, the rest without one
+    figures = {"input.png": 0, "results.png": 0, "loss.png": 0, "memory.png": 0}
+    for cell in code:
+        drawn = re.findall(r'^save\("(\w+\.png)", fig\)', cell.source, re.M)
+        assert len(images(cell)) == len(drawn), cell.source[:200]
+        for name in drawn:
+            figures[name] += 1
+    assert set(figures.values()) == {1}
+    for folder in (tmp_path / "cells", out["run"], out["pasted"]):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["backend"] == backend
+        assert metrics["params"]["input_len"] == 60 and metrics["params"]["epochs"] == 1
+        assert {p.name for p in folder.iterdir()} == {*figures, "metrics.json"}
+    run_cell, pasted_cell, last = notebook.cells[learner + 1 :]
+    assert images(run_cell) == []  # --no-show
+    assert len(images(pasted_cell)) == 4  # shown at its end, inline
+    assert "kernel as it was" in "".join(o.get("text", "") for o in last.outputs)
+    assert os.environ.get("KERAS_BACKEND") == backend
