@@ -3,7 +3,6 @@
     python tests/benchmark.py              # whole runs, alternating, 3 of each: time, RSS, MSEs
     python tests/benchmark.py --repeats 5
     python tests/benchmark.py --backends tensorflow jax torch --original  # all, and Keras 2
-    python tests/benchmark.py --breakdown  # where the time of one run of each mode goes
     python tests/benchmark.py --modes fast --input-lens 1250 1262  # a round and an awkward size
 
 --backends names the Keras backends to run on (each must be installed; default: the one Keras
@@ -126,108 +125,6 @@ def compare(repeats, backends, modes, original, extra, sizes):
                 )
 
 
-# ---------------------------------------------------------------- breakdown
-PROFILE = r"""
-import json, statistics, sys, time
-start = time.perf_counter()
-sys.path.insert(0, sys.argv[1])
-import lstm_stateful as ls
-import keras
-times = {"import": time.perf_counter() - start}
-epochs = []  # (model number, train seconds, validation seconds) per epoch
-
-
-class Clock(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t = time.perf_counter()
-
-    def on_test_begin(self, logs=None):
-        self.v = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        epochs.append((self.model.name, self.v - self.t, now - self.v))
-
-
-def timed(owner, name, key):
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        t = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            times[key] = times.get(key, 0) + time.perf_counter() - t
-
-    setattr(owner, name, wrapper)
-    return original
-
-
-original_fit = keras.Model.fit
-keras.Model.fit = lambda self, *a, **k: original_fit(
-    self, *a, **{**k, "callbacks": [*k.get("callbacks", []), Clock()]}
-)
-timed(keras.Model, "predict", "prediction")
-for name in ("plot_input", "plot_results", "plot_loss", "finish_figures"):
-    timed(ls, name, "plotting")
-t = time.perf_counter()
-ls.main([*sys.argv[2:], "--no-show"])
-times["main"] = time.perf_counter() - t
-# each model's first epoch also traces and compiles its train and test functions
-models = dict.fromkeys(m for m, _, _ in epochs)
-first = [next(e for e in epochs if e[0] == model) for model in models]
-steady_train = statistics.median(e[1] for e in epochs if e not in first)
-steady_val = statistics.median(e[2] for e in epochs if e not in first)
-compilation = sum(e[1] - steady_train + e[2] - steady_val for e in first)
-times["compilation (first epoch's extra)"] = compilation
-times["training steps"] = sum(e[1] for e in epochs) - sum(e[1] - steady_train for e in first)
-times["validation"] = sum(e[2] for e in epochs) - sum(e[2] - steady_val for e in first)
-measured = ("compilation (first epoch's extra)", "training steps", "validation", "prediction")
-times["other (data, printing, Keras set-up)"] = times["main"] - sum(
-    times[k] for k in (*measured, "plotting")
-)
-print(json.dumps(times))
-"""
-
-
-def breakdown(extra):
-    rows = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for mode in MODES:
-            start = time.perf_counter()
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    PROFILE,
-                    str(SCRIPT.parent),
-                    mode,
-                    "--output-dir",
-                    tmp,
-                    *extra,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                sys.exit(done.stderr)
-            rows[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-            rows[mode]["whole process"] = time.perf_counter() - start
-    keys = [
-        "import",
-        "compilation (first epoch's extra)",
-        "training steps",
-        "validation",
-        "prediction",
-        "plotting",
-        "other (data, printing, Keras set-up)",
-        "whole process",
-    ]
-    print(f"{'seconds':<38} {'--no-fast':>9} {'--fast':>9}")
-    for key in keys:
-        print(f"{key:<38} {rows['--no-fast'][key]:>9.2f} {rows['--fast'][key]:>9.2f}")
-
-
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -243,9 +140,6 @@ def main():
         "--original", action="store_true", help="also time the Keras 2 original (needs tf_keras)"
     )
     parser.add_argument(
-        "--breakdown", action="store_true", help="time the phases of one run of each mode"
-    )
-    parser.add_argument(
         "--input-lens", nargs="+", type=int, default=[None], help="sizes to run, each a kind"
     )
     parser.add_argument("extra", nargs="*", help="arguments for lstm_stateful.py, after --")
@@ -257,17 +151,14 @@ def main():
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores, "
         f"script {SCRIPT.name} {' '.join(args.extra)}"
     )
-    if args.breakdown:
-        breakdown(args.extra)
-    else:
-        compare(
-            args.repeats,
-            args.backends,
-            [f"--{mode}" for mode in args.modes],
-            args.original,
-            args.extra,
-            args.input_lens,
-        )
+    compare(
+        args.repeats,
+        args.backends,
+        [f"--{mode}" for mode in args.modes],
+        args.original,
+        args.extra,
+        args.input_lens,
+    )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ for name in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_TH
 def contiguous_run(tmp_path_factory):
     """One small run of the whole example in this process, for the tests of test_lstm_stateful.py
     and test_state.py: batches of 3 in the contiguous layout, oldest-first windows, a learning
-    rate of its own, 2 epochs. Returns its namespace; each fit() and predict() call: (name,
-    model, x, kwargs, learning rate, whether the state was zeros, weights) as the call began;
-    its metrics.json; what it printed."""
+    rate of its own, 2 epochs. Returns its namespace; each fit() and predict() call (its name,
+    the model, x, the keyword arguments, the learning rate, whether the state was zeros, the
+    steps per execution and the weights, as the call began); its metrics.json; what it printed."""
     import helpers
     import keras
     import numpy as np
@@ -35,7 +35,10 @@ def contiguous_run(tmp_path_factory):
             rate = optimizer and float(keras.ops.convert_to_numpy(optimizer.learning_rate))
             lstm, numpy = model.layers[0], keras.ops.convert_to_numpy
             zeros = lstm.stateful and not any(np.any(numpy(s)) for s in lstm.states)
-            calls.append((name, model, x, kwargs, rate, zeros, model.get_weights()))
+            call = dict(call=name, model=model, x=x, kwargs=kwargs, rate=rate, zeros=zeros)
+            calls.append(
+                call | {"steps": model.steps_per_execution, "weights": model.get_weights()}
+            )
             return real[name](model, x, *args, **kwargs)
 
         return call

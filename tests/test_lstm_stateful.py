@@ -258,25 +258,24 @@ def test_each_model_trains_and_is_scored_on_the_layouts_batches(contiguous_run):
     ns, calls, metrics, _ = contiguous_run
     ((x_train, y_train), (x_test, y_test)), _ = original_data(90, 4, 2, 3, 21, "oldest-first")
     models = {id(ns["model_stateful"]): "stateful", id(ns["model_stateless"]): "stateless"}
-    calls = [
-        (name, models[id(model)], *rest) for name, model, *rest in calls if id(model) in models
-    ]
-    assert [call[:2] for call in calls] == [
+    calls = [c | {"model": models[id(c["model"])]} for c in calls if id(c["model"]) in models]
+    assert [(c["call"], c["model"]) for c in calls] == [
         *[("fit", "stateful")] * 2,  # an epoch each
         ("predict", "stateful"),
         ("fit", "stateless"),
         ("predict", "stateless"),
     ]
-    for name, _, x, kwargs, rate, *_ in calls:
-        assert rate == pytest.approx(0.002)  # --learning-rate reaches Adam
-        if name == "fit":
-            assert kwargs["shuffle"] is False and kwargs["batch_size"] == 3
-            np.testing.assert_array_equal(x, in_batches(x_train, 3))
-            x_val, y_val = kwargs["validation_data"]
+    for c in calls:
+        assert c["rate"] == pytest.approx(0.002)  # --learning-rate reaches Adam
+        if c["call"] == "fit":
+            assert c["kwargs"]["shuffle"] is False and c["kwargs"]["batch_size"] == 3
+            np.testing.assert_array_equal(c["x"], in_batches(x_train, 3))
+            x_val, y_val = c["kwargs"]["validation_data"]
             np.testing.assert_array_equal(x_val, in_batches(x_test, 3))
             np.testing.assert_allclose(y_val, in_batches(y_test, 3), atol=1e-16)
         else:
-            np.testing.assert_array_equal(x, in_batches(x_test, 3))
+            np.testing.assert_array_equal(c["x"], in_batches(x_test, 3))
+            assert c["steps"] == 1  # one step per call (fused, TensorFlow's predict is slow)
     np.testing.assert_allclose(ns["expected"], y_test[:, 0], atol=1e-16)  # back in time order
     assert metrics["params"]["learning_rate"] == 0.002
     assert (metrics["layout"], metrics["window_order"]) == ("contiguous", "oldest-first")

@@ -41,14 +41,19 @@ def test_the_stateful_model_is_fit_one_epoch_at_a_time_each_from_a_reset_state(c
     the seed."""
     ns, calls, _, _ = contiguous_run
     name = {id(ns["model_stateful"]): "stateful", id(ns["model_stateless"]): "stateless"}
-    seen = [(c[0], name[id(c[1])], c[3].get("epochs"), c[5]) for c in calls if id(c[1]) in name]
+    seen = [
+        (c["call"], name[id(c["model"])], c["kwargs"].get("epochs"), c["zeros"])
+        for c in calls
+        if id(c["model"]) in name
+    ]
     assert seen == [
         *[("fit", "stateful", 1, True)] * 2,
         ("predict", "stateful", None, True),
         ("fit", "stateless", 2, False),
         ("predict", "stateless", None, False),
     ]
-    first_fits = [c[6] for c in calls if c[0] == "fit" and id(c[1]) in name][::2]
+    first_fits = [c["weights"] for c in calls if c["call"] == "fit" and id(c["model"]) in name]
+    first_fits = first_fits[::2]  # the stateful model's first epoch, the stateless model's fit
     for weights in first_fits:
         for weight, drawn in zip(weights, ns["initial_weights"](), strict=True):
             np.testing.assert_array_equal(weight, drawn.astype(np.float32))
@@ -278,7 +283,45 @@ def test_what_the_state_remembers_is_read_from_the_models_own_state(contiguous_r
     states = ns["states_after_each_sample"](stateless, x)
     h = keras.ops.convert_to_numpy(stateless.layers[0](x))
     np.testing.assert_allclose(states[:, :20], h, atol=1e-6)
-    assert len(ns["results"]["stateful"]["memory_r2"]) == 7  # k = 0 .. max(tsteps, lahead) + 2
+
+
+def test_the_memory_readout_is_what_an_independent_least_squares_gives(contiguous_run):
+    """metrics.json's memory_r2, computed a second way: for each k, an explicit design matrix
+    (the states of samples 6.. with a constant) against the input drawn k steps before each
+    sample's newest (named by its index in the noise), fitted on the training samples."""
+    ns, _, metrics, _ = contiguous_run
+    noise = np.random.RandomState(21).uniform(-0.1, 0.1, 90 + 3)  # to_drop = tsteps - 1 = 3
+    samples = np.arange(6, 90)  # k up to 6 = max(tsteps, lahead) + 2: every k has its input
+    for name in ("stateful", "stateless"):
+        states = ns["states_after_each_sample"](ns[f"model_{name}"], ns["x_all"])
+        design = np.c_[states[samples], np.ones(len(samples))]
+        train = samples < len(ns["x_train"])
+        for k, r2 in enumerate(metrics[name]["memory_r2"]):
+            target = noise[samples + 3 - k]
+            weights = np.linalg.lstsq(design[train], target[train], rcond=1e-7)[0]
+            error = target[~train] - design[~train] @ weights
+            assert r2 == pytest.approx(1 - np.mean(error**2) / np.var(target[~train]), abs=1e-9)
+    assert len(metrics["stateful"]["memory_r2"]) == 7
+
+
+def test_a_model_converges_when_it_recovers_half_the_floor_or_r2_reaches_0_8(contiguous_run):
+    """The verdict's rule, with predictions made to measure on the run's test set: where there
+    is a floor, a model that recovers 45% of it has not converged and one at 55% has, whatever
+    its R²; where the window shows every input (no floor), R² 0.75 has not and 0.85 has."""
+    ns = contiguous_run[0]
+    expected, unseen = ns["expected"], ns["expected"] - ns["best_without_state"]
+    nothing_skipped = np.zeros(len(expected), bool)
+    for recovered, converged in ((0.45, False), (0.55, True), (0.0, False)):
+        m = ns["score"](expected - np.sqrt(1 - recovered) * unseen, nothing_skipped)
+        assert m["recovered"] == pytest.approx(recovered) and m["converged"] is converged
+    noise = np.random.RandomState(0).normal(0, 1, len(expected))
+    noise *= np.sqrt(np.var(expected) / np.mean(noise**2))  # R² 1 - share of this noise's power
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(ns, "best_without_state", expected)  # as where lahead >= tsteps
+        for r2, converged in ((0.75, False), (0.85, True)):
+            m = ns["score"](expected - np.sqrt(1 - r2) * noise, nothing_skipped)
+            assert m["recovered"] is None and m["converged"] is converged
+            assert m["r2"] == pytest.approx(r2)
 
 
 # ---------------------------------------------------------------- Keras's own LSTM, and README
