@@ -14,6 +14,8 @@
 #
 # How to use a stateful LSTM model, stateful vs stateless LSTM performance comparison.
 #
+# [More documentation about the Keras LSTM layer](https://keras.io/api/layers/recurrent_layers/lstm/)
+#
 # The models are trained on an input/output pair, where
 # the input is a generated uniformly distributed
 # random sequence of length = `input_len`,
@@ -37,6 +39,7 @@
 # of the data, with the window length = `lahead`.
 # This is similar to scikit-image's `view_as_windows`
 # with `window_shape` being a single number.
+# (The original said sklearn's; its link went to scikit-image.)
 #
 # When `lahead < tsteps`, only the stateful LSTM converges because its
 # statefulness allows it to see beyond the capability that lahead
@@ -48,17 +51,23 @@
 #
 # This port runs the original's experiment on Keras 3 (TensorFlow, JAX or PyTorch), then checks
 # the claim against a number, uses the trained model one step at a time, and shows what each
-# model's state remembers. Run it cell by cell, or whole: `python lstm_stateful.py --help`.
+# model's state remembers. Run it cell by cell, or whole: `python lstm_stateful.py` (`--help`
+# lists its flags).
 
 
 # %% [markdown]
 # ## Setup
 #
-# TensorFlow reads its settings as it loads, so they come before `import keras`, each only where
-# you set none: its C++ log held back up to its errors (a CPU-only machine with CUDA's libraries
-# logs a failed call to cuInit; a few lines it writes while it loads come anyway); no oneDNN
-# kernels, and one thread for independent ops: faster for ops as tiny as this model's. Keras
-# runs on TensorFlow unless `KERAS_BACKEND` says `jax` or `torch`.
+# TensorFlow reads three settings as it loads, so they come before `import keras`, each only
+# where you set none:
+#
+# - `TF_CPP_MIN_LOG_LEVEL=3`: its C++ log lines held back, errors too (a CPU-only machine with
+#   CUDA's libraries logs a failed call to cuInit); a few lines it writes while loading remain.
+# - `TF_ENABLE_ONEDNN_OPTS=0` and `TF_NUM_INTEROP_THREADS=1`: no oneDNN kernels, one thread for
+#   independent operations; both faster for operations as tiny as this model's (docs/speed.md).
+#
+# Keras runs on TensorFlow unless `KERAS_BACKEND` says `jax` or `torch`. In a plain `python`
+# run, Ctrl-C prints one line instead of a traceback.
 
 # %%
 import argparse
@@ -106,7 +115,7 @@ seed: int = 1986  # seed of the data (the original's) and of the initial weights
 layout: typing.Literal["interleaved", "contiguous"] = "interleaved"  # which sample in which slot
 window_order: typing.Literal["newest-first", "oldest-first"] = "newest-first"  # inputs in a window
 learning_rate: float = 0.001  # Adam's step size (Keras's default, as in the original)
-fast: bool = True  # many training steps per compiled call, short windows unrolled
+fast: bool = True  # Keras's faster ways to run the same model (docs/speed.md)
 output_dir: str = "outputs"  # folder for the figures and metrics.json
 show: bool = True  # open the figures at the end, where a display exists
 
@@ -118,7 +127,8 @@ show: bool = True  # open the figures at the end, where a display exists
 # lstm_stateful.py`, or `%run lstm_stateful.py` in IPython), never from a notebook kernel's
 # own command line. Every value, typed above or passed, is checked here: a bad one, too little
 # data, more memory than the machine has, or a folder that cannot be written stops the run
-# with one line and exit status 2. Then the values the run uses are printed.
+# with one line and exit status 2. Then the values the run uses are printed. `fast` chooses
+# here how Keras runs the models on each backend: the models are the same (docs/speed.md).
 
 # %%
 KINDS = globals().get("__annotations__") or globals()["__annotate__"](1)  # 3.14: made on demand
@@ -157,16 +167,19 @@ globals().update(vars(args))
 
 if (backend := keras.backend.backend()) not in ("tensorflow", "jax", "torch"):
     parser.error(f"Keras's {backend} backend cannot train: use tensorflow, jax or torch")
-to_train = int(input_len * 0.8) // batch_size * batch_size  # the original's split, below
+# The original's split: 80% to train, the rest to test, each cut to whole batches.
+to_train = int(input_len * 0.8) // batch_size * batch_size
 to_test = input_len - to_train - input_len % batch_size
-streams = batch_size if layout == "contiguous" else 1  # each scored from its tsteps-th point on
+# The test set's streams, each scored from its tsteps-th point on (see the layouts below); R²
+# needs two points scored.
+streams = batch_size if layout == "contiguous" else 1
 if to_train == 0 or to_test < tsteps + 1 or to_test // streams < tsteps:
     parser.error(f"--input-len {input_len} leaves too few test points for --tsteps {tsteps}")
-# Bytes, measured: the window view (float64, a few copies), the LSTM's activations in
-# training, and the states kept for "What the state remembers".
-need = (48 + 640) * (input_len + lahead) * lahead + 600 * batch_size * lahead
+# Bytes, measured (docs/speed.md): Keras and its backend; per input and window step, the window
+# view and the states kept for "What the state remembers"; the LSTM's activations in training.
+need = 2**30 + 1300 * (input_len + lahead) * lahead + 600 * batch_size * lahead
 if hasattr(os, "sysconf") and need > os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"):
-    parser.error(f"these sizes need {need / 2**30:.0f} GiB, more than this machine has")
+    parser.error(f"these sizes need {need / 2**30:.1f} GiB, more than this machine has")
 try:
     os.makedirs(output_dir, exist_ok=True)
     pathlib.Path(output_dir, ".write-test").touch()
@@ -174,6 +187,12 @@ try:
 except OSError as error:
     parser.error(f"--output-dir {output_dir!r} cannot be written: {error}")
 print(", ".join(f"{name} = {globals()[name]!r}" for name in KINDS))
+# fast: many steps per compiled call (PyTorch: Keras takes one); XLA on JAX always, and on
+# TensorFlow for windows of 3+ steps, whose runs repeat only with it (docs/results.md).
+speed = {
+    "steps_per_execution": 1000 if fast and backend != "torch" else 1,
+    "jit_compile": backend == "jax" or (backend == "tensorflow" and fast and lahead > 2),
+}
 
 
 def save(name, thing):
@@ -194,8 +213,10 @@ def save(name, thing):
 # Uniform noise, and its moving average over `tsteps` points: with `tsteps = 2` the input
 # `1, 2, 3, 4, 5` gives the output `1.5, 2.5, 3.5, 4.5`. Each sample is a window of the last
 # `lahead` inputs, newest first in the original: with `lahead = 3` the windows of `1, 2, 3, 4, 5`
-# are `3, 2, 1` / `4, 3, 2` / `5, 4, 3`. Below, the input's column i holds the input i steps
-# back: the output is the average of column 0 and the `tsteps - 1` inputs before it.
+# are `3, 2, 1` / `4, 3, 2` / `5, 4, 3`. The banner first says what the original expects of
+# the stateless model. Then, in the heads and tails, the input's column i holds the input i
+# steps back (each column is column 0 shifted down by i rows), and each output is the average
+# of column 0's value and the `tsteps - 1` values above it.
 
 # %%
 will = "ALSO" if lahead >= tsteps else "NOT"
@@ -268,17 +289,14 @@ ax.set(title="Input", xlabel="time step")
 save("input.png", fig)  # shown at the end: the original's plt.show() here blocked the run
 
 # %% [markdown]
-# ## The models
+# ## Keras's bug, and the workaround
 #
-# An LSTM of 20 units, then one Dense output, trained on the mean squared error with Adam, as
-# in the original. A stateful LSTM keeps its state, two vectors of 20 numbers (h and c) for each
-# sample of a batch, from batch to batch: its batch size is part of its input shape.
-#
-# First, a workaround: Keras 3 keeps a stateful LSTM's state outside the variables its trainers
-# know, so on JAX `fit()` trains a stateless model without a word, and on PyTorch it raises
-# (docs/keras-bug.md). `TrackedStateLSTM` is `keras.layers.LSTM` with that mended: use it in
-# your own code as you would Keras's. In the summary below, the parameters are the weights
-# alone; the state is not one of them.
+# An LSTM's state is two vectors of 20 numbers for each sample of a batch: h, the hidden state
+# (its output), and c, the cell state (its memory). Keras 3 keeps a stateful LSTM's state
+# outside the variables its trainers know, so on JAX `fit()` trains a stateless model without
+# a word, and on PyTorch it raises (docs/keras-bug.md). `TrackedStateLSTM` is
+# `keras.layers.LSTM` with that mended, on every backend: copy it into your own code and use
+# it as you would Keras's.
 
 
 # %%
@@ -301,6 +319,16 @@ class TrackedStateLSTM(keras.layers.LSTM):
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
 
+# %% [markdown]
+# ## The models
+#
+# An LSTM of 20 units, then one Dense output, trained on the mean squared error with Adam, as
+# in the original. A stateful LSTM carries its state from batch to batch, slot by slot, so its
+# batch size is part of its input shape. In the summary, the parameters are the weights alone:
+# the state is not one of them.
+
+
+# %%
 def initial_weights(units=20):
     """Keras's default initial weights for LSTM(units) and Dense(1), drawn by numpy from `seed`:
     glorot-uniform kernels, an orthogonal recurrent kernel, zero biases but the forget gate's,
@@ -318,19 +346,11 @@ def initial_weights(units=20):
     return [kernel, recurrent_kernel, bias, glorot_uniform(units, 1), np.zeros(1)]
 
 
-# fast: many steps per compiled call (PyTorch: Keras takes one); windows of up to 4 steps
-# unrolled. XLA: JAX always; TensorFlow for windows of 3+, whose gradients its own runtime sums
-# in an order that changes from call to call (docs/speed.md, docs/results.md).
-speed = {
-    "steps_per_execution": 1000 if fast and backend != "torch" else 1,
-    "jit_compile": backend == "jax" or (backend == "tensorflow" and fast and lahead > 2),
-}
-
-
 def create_model(stateful, batch_size=batch_size):
     model = keras.Sequential()
     # Keras 3 takes a stateful LSTM's fixed batch here, not as LSTM(batch_size=...).
     model.add(keras.Input(batch_shape=(batch_size, lahead, 1)))
+    # fast: windows of up to 4 steps unrolled (docs/speed.md)
     model.add(TrackedStateLSTM(20, stateful=stateful, unroll=fast and lahead <= 4))
     model.add(keras.layers.Dense(1))
     # Adam with its step size a parameter: the original's "adam" is Adam(0.001).
@@ -362,25 +382,24 @@ model_stateful.summary()
 # Interleaved, slot 0 goes t0, t3, t6: its state holds the input from `batch_size` steps back,
 # not the one before, and is of no use for `tsteps = 2` once `batch_size > 1`. Contiguous, each
 # slot walks through a stream of its own, one step at a time (docs/layouts.md). With
-# `batch_size = 1`, the default, both are time order.
+# `batch_size = 1`, the default, both are time order. The shapes below are (samples, lahead, 1)
+# and (samples, 1).
 
 
 # %%
-def split_data(x, y, ratio=0.8):
-    """The original's split into train and test sets, reshaped as Keras takes them: x (samples,
-    lahead, 1), y (samples, 1). (to_numpy copies: pandas may hand out read-only views.)"""
-    to_train = int(len(x) * ratio)
-    # tweak to match with batch_size
-    to_train -= to_train % batch_size
-    to_test = len(x) - to_train - len(x) % batch_size  # tweak to match with batch_size
+def split_data(x, y):
+    """The original's split (to_train and to_test, from the checks above), reshaped as Keras
+    takes it: x (samples, lahead, 1), y (samples, 1). to_numpy copies: pandas may hand out
+    read-only views."""
     x, y = x.to_numpy(copy=True)[:, :, np.newaxis], y.to_numpy(copy=True)  # some reshaping
     test = slice(to_train, to_train + to_test)
     return (x[:to_train], y[:to_train]), (x[test], y[test])
 
 
 def to_layout(a, undo=False):
-    """Time-ordered rows in the order the layout batches them (slot i of each batch walks stream
-    i; interleaved, the series is one stream); `undo`: back in time order."""
+    """Time-ordered rows in the order the layout batches them: slot i of each batch walks stream
+    i (contiguous); with the default layout, one stream, nothing moves. `undo`: back in time
+    order."""
     rows = (-1, streams) if undo else (streams, -1)
     return a.reshape(*rows, *a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
 
@@ -396,8 +415,9 @@ x_train, y_train, x_test, y_test = (to_layout(a) for a in (x_train, y_train, x_t
 # ## Training the stateful model
 #
 # One epoch per `fit()`, the batches in order (`shuffle=False`), the state reset by hand after
-# each, so that every epoch starts afresh. Keep an eye on the validation loss: the stateless
-# model, next, stays above what this one reaches.
+# each, so that every epoch starts afresh. Each epoch prints a line: keep an eye on `val_loss`,
+# the loss on the test set. Where `lahead < tsteps`, this model's falls far below the stateless
+# model's, next.
 
 # %%
 print("Training")
@@ -413,7 +433,8 @@ for i in range(epochs):
     # lower resolution than the original series contained in data_input.
     # Each of these series are offset by one step and can be
     # extracted with data_input[i::batch_size].
-    # (The validation runs on from the state training left. Gradients never cross batches.)
+    # (So with layout="interleaved"; contiguous, slot i walks stream i. The validation
+    # runs on from the state training left. Gradients never cross batches.)
     history = model_stateful.fit(x_train, y_train, epochs=1, **fit_args).history
     for key in history_stateful:
         history_stateful[key] += history[key]
@@ -421,8 +442,8 @@ for i in range(epochs):
     model_stateful.layers[0].reset_state()
 
 print("Predicting")
-# From here on one step per call, predict and any later fit: with many, TensorFlow builds a
-# predict step by step, which takes seconds (docs/speed.md).
+# From here on one step per call, predict and any later fit: with many, TensorFlow's predict
+# is slow (docs/speed.md).
 model_stateful.steps_per_execution = 1
 predicted_stateful = model_stateful.predict(x_test, batch_size=batch_size)
 
@@ -430,7 +451,8 @@ predicted_stateful = model_stateful.predict(x_test, batch_size=batch_size)
 # ## The stateless model
 #
 # The same model without state, trained the usual way: one `fit()` for all epochs. Each window
-# starts from zeros, so it knows only the `lahead` inputs it is shown.
+# starts from zeros, so it knows only the `lahead` inputs it is shown. Where `lahead < tsteps`
+# its `val_loss` soon stops falling: it has learnt what its window can tell.
 
 # %%
 print("Creating Stateless Model...")
@@ -448,11 +470,12 @@ predicted_stateless = model_stateless.predict(x_test, batch_size=batch_size)
 #
 # The original's three panels, in time order: the expected output, then each model's residual
 # (expected minus predicted), on one scale. In grey behind each: what the window cannot show,
-# the residual of the best a model without state can do (the average of what its window shows;
-# the rest averages zero). Where `lahead < tsteps` the stateless residual follows the grey
+# the residual of the best a model without state can do, which is to average what its window
+# shows (the inputs it cannot see average zero). Its mean square is the *floor*: no model
+# without state goes below it. Where `lahead < tsteps` the stateless residual follows the grey
 # while the stateful one stays near zero. The stateful model meets the test set from a reset
 # state, so its first `tsteps - 1` points, whose average reaches back past the reset, are left
-# out.
+# out of its score.
 
 # %%
 print("Plotting Results")
@@ -493,12 +516,12 @@ save("results.png", fig)
 # %% [markdown]
 # ## The verdict
 #
-# Beyond the original: a number for "converges". Where `lahead < tsteps` a model without state
-# cannot go below a floor, the error of its best guess. A model *converges* when it recovers at
-# least half of that floor (its test MSE at most half of it), measured on the points it is
-# scored on; R² would credit a model at the floor with the part of the average it sees. Where
-# `lahead >= tsteps` there is no floor, and a model converges when its R² reaches 0.8. The loss
-# per epoch, below, shows the stateless model stuck on the floor.
+# Beyond the original: a number for "converges". A model *converges* when it recovers at least
+# half of the floor (its test MSE at most half of it), on the points it is scored on; R² would
+# credit a model at the floor with the part of the average it sees. Where `lahead >= tsteps`
+# there is no floor, and a model converges when its R² reaches 0.8. Below: each model's line,
+# then whether the run agrees with the example's claim. The loss per epoch shows the stateless
+# model on the floor.
 
 # %%
 print(f"\nKeras {keras.version()} on {backend}; seed {seed}")
@@ -540,7 +563,8 @@ save("loss.png", fig)
 # How a stateful model is used next: on a stream, one sample per call, each call going on from
 # the state the call before left. The weights do not depend on the batch size, the state does,
 # so they go to a copy built for batches of one sample. Fed the test set from a reset state, it
-# predicts what `predict()` did.
+# predicts what `predict()` did where the batch size is 1 (largest difference 0); a model
+# trained in bigger batches expects what its slots carried (docs/layouts.md).
 
 # %%
 model_stream = create_model(stateful=True, batch_size=1)
@@ -561,8 +585,9 @@ print(f"(one sample per call at batch size 1; largest difference from predict():
 # sample to sample from one reset, the stateless one starts each window from zeros. Then, for
 # each k, a linear readout (least squares, fitted on the training samples) tries to recover
 # from that state the input k steps before each sample's newest input; its R² on the test
-# samples says how much of that input the state holds: 1 all of it, 0 nothing. The window
-# shows k < `lahead`; the average needs k < `tsteps`.
+# samples says how much of that input the state holds: 1 all of it, 0 nothing (with a few
+# hundred training samples; far fewer overfit). The window shows k < `lahead`; the average
+# needs k < `tsteps`. Below, a row of R² for each model, k = 0, 1, ...; memory.png draws them.
 
 
 # %%
@@ -575,8 +600,8 @@ class StateCell(keras.layers.LSTMCell):
 
 
 def states_after_each_sample(model, x):
-    """The state after each sample of `x` (time order), as `model` runs: stateful, the windows
-    end to end as one stream; stateless, each window from zeros."""
+    """The state after each sample of `x` (time order): stateful, the windows end to end as one
+    stream (as at batch size 1); stateless, each window from zeros."""
     rnn = keras.layers.RNN(StateCell(20), return_sequences=True)
     probe = keras.Sequential([keras.Input((None, 1)), rnn])
     probe.set_weights(model.layers[0].get_weights())  # the trained LSTM's kernels and biases
@@ -634,4 +659,7 @@ metrics = {
 save("metrics.json", metrics)
 print(f"Figures and metrics.json written to {output_dir}")
 # Agg: no display (matplotlib's fallback). A notebook has shown each figure under its cell.
-plt.show() if show and plt.get_backend().lower() != "agg" else plt.close("all")
+if show and plt.get_backend().lower() != "agg":
+    plt.show()
+else:
+    plt.close("all")

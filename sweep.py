@@ -125,7 +125,7 @@ def main():
         "--seeds", type=seed, nargs="+", help="seeds of each cell (default: the example's one)"
     )
     parser.add_argument("--jobs", type=positive, default=os.cpu_count() or 1, help="runs at once")
-    parser.add_argument("--output-dir", default="outputs", help="folder for sweep.json, sweep.png")
+    parser.add_argument("--output-dir", default="outputs/sweep", help="sweep.json, sweep.png")
     args, flags = parser.parse_known_args()
     output_dir = pathlib.Path(args.output_dir)
     try:

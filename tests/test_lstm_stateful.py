@@ -184,13 +184,14 @@ def test_the_size_check_refuses_exactly_what_leaves_too_few_points(flags, refuse
 
 
 def test_the_memory_check_refuses_exactly_what_does_not_fit(monkeypatch, tmp_path, capsys):
-    """Bytes: 688 per input and window step, 600 per batch slot and window step. Where the
-    system says nothing of its memory (Windows has no os.sysconf) the run goes on."""
-    need = 688 * (60 + 1) * 1 + 600 * 1 * 1
+    """Bytes: a GiB for Keras, 1300 per input and window step, 600 per batch slot and window
+    step. Where the system says nothing of its memory (Windows has no os.sysconf) the run goes
+    on."""
+    need = 2**30 + 1300 * (60 + 1) * 1 + 600 * 1 * 1
     pages = {"SC_PAGE_SIZE": 1, "SC_PHYS_PAGES": need - 1}
     monkeypatch.setattr(os, "sysconf", lambda name: pages[name], raising=False)
     assert refused(capsys, *TINY, "--output-dir", str(tmp_path)) == (
-        "these sizes need 0 GiB, more than this machine has"
+        "these sizes need 1.0 GiB, more than this machine has"
     )
     pages["SC_PHYS_PAGES"] = need
     with contextlib.redirect_stdout(io.StringIO()):
