@@ -7,7 +7,6 @@ installed backend.
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -100,4 +99,3 @@ def test_the_example_runs_in_a_jupyter_kernel_cell_by_cell_by_run_and_pasted(
     assert images(run_cell) == []  # --no-show
     assert len(images(pasted_cell)) == 4  # shown at its end, inline
     assert "kernel as it was" in "".join(o.get("text", "") for o in last.outputs)
-    assert os.environ.get("KERAS_BACKEND") == backend
