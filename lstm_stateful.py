@@ -1,82 +1,52 @@
 # %% [markdown]
 # # Stateful vs stateless LSTM
 #
-# **Author:** the Keras team (the Keras 2 example `examples/lstm_stateful.py`); Keras 3 port:
-# its maintainers<br>
-# **Date created:** 2026/11/28 (this port; the Keras 2 original is undated)<br>
-# **Last modified:** 2026/12/03<br>
-# **Description:** A stateful LSTM remembers what its input window cannot show; a stateless one
-# cannot.<br>
+# **Author:** the Keras team; Keras 3 port: this project's maintainers<br>
+# **Date created:** 2026/11/28<br>
+# **Last modified:** 2026/12/06<br>
+# **Description:** A stateful LSTM remembers what its window leaves out; a stateless one cannot.<br>
 # **Accelerator:** None
 
 # %% [markdown]
 # ## Introduction
 #
-# How to use a stateful LSTM model, stateful vs stateless LSTM performance comparison.
+# A recurrent layer reads a sequence one step at a time and keeps a *state*: for an LSTM, two
+# vectors per sample, `h` (the output it passes on) and `c` (its memory). By default Keras
+# starts every sample's state from zeros. With `stateful=True` it starts each batch from the
+# state the batch before left behind, so a model can remember inputs it no longer sees.
 #
-# [More documentation about the Keras LSTM layer](https://keras.io/api/layers/recurrent_layers/lstm/)
+# This example puts that to a test. The input is uniform noise; the target at each step is the
+# mean of the last `tsteps` inputs. Each sample shows the model only the last `lahead` inputs
+# (the original's name: read it as "how far back the window reaches"). With `tsteps = 2` and
+# `lahead = 1`, the model sees one input but must output the mean of two: it has to remember
+# the input before.
 #
-# The models are trained on an input/output pair, where
-# the input is a generated uniformly distributed
-# random sequence of length = `input_len`,
-# and the output is a moving average of the input with window length = `tsteps`.
-# Both `input_len` and `tsteps` are defined in the "editable parameters"
-# section.
+# The claim: when `lahead < tsteps`, a stateful LSTM can fit the target and a stateless one
+# cannot; when `lahead >= tsteps`, both can, since the window holds every input of the mean. It
+# holds for the defaults and for short windows. It fails where the window is several times
+# longer than the mean and its inputs come newest first, as the original builds them, and now
+# and then where the mean is long: then 10 epochs at one seed may not be enough
+# ([docs/sweep.md](docs/sweep.md) runs it over a grid and over seeds).
 #
-# A larger `tsteps` value means that the LSTM will need more memory
-# to figure out the input-output relationship.
-# This memory length is controlled by the `lahead` variable (more details below).
-#
-# The rest of the parameters are:
-#
-# - `input_len`: the length of the generated input sequence
-# - `lahead`: the input sequence length that the LSTM
-#   is trained on for each output point
-# - `batch_size`, `epochs`: same parameters as in the `model.fit(...)`
-#   function
-#
-# When `lahead > 1`, the model input is preprocessed to a "rolling window view"
-# of the data, with the window length = `lahead`.
-# This is similar to scikit-image's `view_as_windows`
-# with `window_shape` being a single number.
-# (The original said sklearn's; its link went to scikit-image.)
-#
-# When `lahead < tsteps`, only the stateful LSTM converges because its
-# statefulness allows it to see beyond the capability that lahead
-# gave it to fit the n-point average. The stateless LSTM does not have
-# this capability, and hence is limited by its `lahead` parameter,
-# which is not sufficient to see the n-point average.
-#
-# When `lahead >= tsteps`, both the stateful and stateless LSTM converge.
-#
-# This port runs the original's experiment on Keras 3 (TensorFlow, JAX or PyTorch), then checks
-# the claim against a number, uses the trained model one step at a time, and shows what each
-# model's state remembers. Run it cell by cell, or whole: `python lstm_stateful.py` (`--help`
-# lists its flags).
-
+# The state does not decide what to remember: training sets the weights that write into it and
+# read from it. Each batch's gradient stops at the batch's first step (truncated
+# backpropagation through time), so only each batch's own loss shapes them. What the state ends
+# up holding can reach further back than that loss needs ("What the state remembers", below).
 
 # %% [markdown]
 # ## Setup
 #
 # TensorFlow reads three settings as it loads, so they come before `import keras`, each only
-# where you set none:
-#
-# - `TF_CPP_MIN_LOG_LEVEL=3`: its C++ log lines held back, errors too (a CPU-only machine with
-#   CUDA's libraries logs a failed call to cuInit); a few lines it writes while loading remain.
-# - `TF_ENABLE_ONEDNN_OPTS=0` and `TF_NUM_INTEROP_THREADS=1`: no oneDNN kernels, one thread for
-#   independent operations; both faster for operations as tiny as this model's (docs/speed.md).
-#
-# Keras runs on TensorFlow unless `KERAS_BACKEND` says `jax` or `torch`. In a plain `python`
-# run, Ctrl-C prints one line instead of a traceback.
+# where you have set none: its C++ log quiet (errors too: a machine with CUDA's libraries and
+# no GPU logs a failed cuInit call), no oneDNN kernels and one thread for independent
+# operations, both faster for operations as small as these (docs/speed.md). Keras runs on
+# TensorFlow unless `KERAS_BACKEND` says `jax` or `torch`.
 
 # %%
-import argparse
 import json
 import os
-import pathlib
-import re
 import sys
-import typing
+from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, ArgumentParser, ArgumentTypeError
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -85,228 +55,146 @@ import pandas as pd
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-written = []  # the files this run has written, each whole (see save)
-if sys.excepthook is sys.__excepthook__:  # plain Python, not a notebook: Ctrl-C prints one line
-    sys.excepthook = lambda kind, *details: (  # (and Python exits with status 130)
-        print(f"\nInterrupted: {', '.join(written) or 'nothing'} written by this run")
-        if kind is KeyboardInterrupt
-        else sys.__excepthook__(kind, *details)
-    )
-try:
-    import keras
-except (ImportError, ValueError) as error:  # the backend is not installed, or has no such name
-    hint = "install it (see the README) or set KERAS_BACKEND to tensorflow, jax or torch"
-    sys.stderr.write(f"lstm_stateful.py: error: Keras cannot load its backend: {error}; {hint}\n")
-    sys.exit(2)
+import keras  # noqa: E402  (after the settings above)
 
 # %% [markdown]
-# ## Editable parameters
+# ## Parameters
 #
-# Change a value here, or pass it as a flag: `input_len` is `--input-len`, `show` is `--show` /
-# `--no-show`. The defaults are the original's experiment.
+# Edit a value here, or pass it as a flag: `input_len` is `--input-len` (`--help` lists them).
+# The defaults are the original's experiment.
 
-# %%
-input_len: int = 1000  # length of the generated input
-tsteps: int = 2  # window of the moving average that is the output
-lahead: int = 1  # input window the LSTM sees for each output point
-batch_size: int = 1  # samples per batch, fixed for the stateful model
-epochs: int = 10  # training epochs of each model
-seed: int = 1986  # seed of the data (the original's) and of the initial weights
-layout: typing.Literal["interleaved", "contiguous"] = "interleaved"  # which sample in which slot
-window_order: typing.Literal["newest-first", "oldest-first"] = "newest-first"  # inputs in a window
-learning_rate: float = 0.001  # Adam's step size (Keras's default, as in the original)
-fast: bool = True  # Keras's faster ways to run the same model (docs/speed.md)
-output_dir: str = "outputs"  # folder for the figures and metrics.json
-show: bool = True  # open the figures at the end, where a display exists
+# %% tags=["parameters"]
+input_len = 1000  # length of the input, after the first steps are dropped
+tsteps = 2  # the target is the mean of this many inputs, the newest last
+lahead = 1  # each sample is a window of this many inputs
+batch_size = 1  # samples per batch; sample i of each batch sits in slot i, with its own state
+epochs = 10  # passes over the training set
+seed = 1986  # the original's: the noise, and the initial weights
+layout = "interleaved"  # or "contiguous": which sample goes to which slot (docs/layouts.md)
+window_order = "newest-first"  # or "oldest-first": the order of the inputs in a window
+learning_rate = 0.001  # Adam's step size
+output_dir = "outputs"  # where the figures and metrics.json go
 
 # %% [markdown]
-# ### Flags, and checks before any work
+# ### The command line, and its checks
 #
-# Each line above is a flag whose default is its value and whose help is its comment
-# (`--help`). Flags are read only where this file is the program that runs (`python
-# lstm_stateful.py`, or `%run lstm_stateful.py` in IPython), never from a notebook kernel's
-# own command line. Every value, typed above or passed, is checked here: a bad one, too little
-# data, more memory than the machine has, or a folder that cannot be written stops the run
-# with one line and exit status 2. Then the values the run uses are printed. `fast` chooses
-# here how Keras runs the models on each backend: the models are the same (docs/speed.md).
+# Flags are read where the program run is `lstm_stateful.py` (`python lstm_stateful.py`, or
+# `%run lstm_stateful.py` in IPython), never from a notebook kernel's own command line. A value
+# typed above is read as if it were passed as its flag. A bad value, too little data, too
+# little memory, or a folder that cannot be made stops the run here, in one line with exit
+# status 2.
+
 
 # %%
-KINDS = globals().get("__annotations__") or globals()["__annotate__"](1)  # 3.14: made on demand
+def number(text, kind=int, low=1):  # string defaults below go through it too (argparse's rule)
+    """A flag's text, or a value typed above, as `kind` from `low` below 2**32 (numpy's seeds)."""
+    if not low <= kind(text) < 2**32:  # "2.5" or "x" raise ValueError, and are refused too
+        raise ArgumentTypeError(f"{text} is not a number from {low} to 2**32 - 1")
+    return kind(text)
 
 
-def problem(name, value):
-    """What is wrong with a parameter's value, or None."""
-    kind, low, choices = KINDS[name], 0 if name == "seed" else 1, typing.get_args(KINDS[name])
-    ok, must = {
-        int: (type(value) is int and low <= value < 2**32, f"an integer from {low} to 2**32 - 1"),
-        float: (type(value) in (int, float) and 0 < value < np.inf, "a positive number"),
-        bool: (type(value) is bool, "True or False"),
-        str: (type(value) is str and value != "", "a folder name"),
-    }.get(kind, (value in choices, f"one of {', '.join(choices)}"))
-    return None if ok else f"must be {must}"
-
-
-parser = argparse.ArgumentParser(prog="lstm_stateful.py", description="Stateful vs stateless LSTM")
-parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")  # one line
-this_file = globals().get("__file__")  # a notebook's cell has none
-block = pathlib.Path(this_file).read_text(encoding="utf-8") if this_file else ""
-comments = dict(re.findall(r"^(\w+): .+?  # (.+)$", block, re.MULTILINE))  # each flag's help
-for name, kind in KINDS.items():
-    default, choices = globals()[name], typing.get_args(kind) or None
-    options = {"type": kind if kind in (int, float) else str, "choices": choices}
-    options = {"action": argparse.BooleanOptionalAction} if kind is bool else options
-    text = f"{comments.get(name, '')} (default: {default})"
-    parser.add_argument("--" + name.replace("_", "-"), default=default, help=text, **options)
-ours = this_file and sys.argv and os.path.realpath(sys.argv[0]) == os.path.realpath(this_file)
-args = parser.parse_args(sys.argv[1:] if ours else [])
-for name in KINDS:
-    if message := problem(name, value := getattr(args, name)):
-        where = "in the editable block" if value is globals()[name] else "on the command line"
-        parser.error(f"{name} = {value!r} {where}: {message}")
-globals().update(vars(args))
-
-if (backend := keras.backend.backend()) not in ("tensorflow", "jax", "torch"):
-    parser.error(f"Keras's {backend} backend cannot train: use tensorflow, jax or torch")
-# The original's split: 80% to train, the rest to test, each cut to whole batches.
-to_train = int(input_len * 0.8) // batch_size * batch_size
-to_test = input_len - to_train - input_len % batch_size
-# The test set's streams, each scored from its tsteps-th point on (see the layouts below); R²
-# needs two points scored.
-streams = batch_size if layout == "contiguous" else 1
-if to_train == 0 or to_test < tsteps + 1 or to_test // streams < tsteps:
-    parser.error(f"--input-len {input_len} leaves too few test points for --tsteps {tsteps}")
-# Bytes, measured (docs/speed.md): Keras and its backend; per input and window step, the window
-# view and the states kept for "What the state remembers"; the LSTM's activations in training.
-need = 2**30 + 1300 * (input_len + lahead) * lahead + 600 * batch_size * lahead
-if hasattr(os, "sysconf") and need > os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"):
-    parser.error(f"these sizes need {need / 2**30:.1f} GiB, more than this machine has")
-try:
+LAYOUTS, ORDERS = ["interleaved", "contiguous"], ["newest-first", "oldest-first"]
+flags = ArgumentParser("lstm_stateful.py", SUPPRESS, formatter_class=ArgumentDefaultsHelpFormatter)
+flags.add_argument("--input-len", type=number, default=str(input_len), help="inputs to learn from")
+flags.add_argument("--tsteps", type=number, default=str(tsteps), help="inputs in the mean")
+flags.add_argument("--lahead", type=number, default=str(lahead), help="inputs in a window")
+flags.add_argument("--batch-size", type=number, default=str(batch_size), help="samples per batch")
+flags.add_argument("--epochs", type=number, default=str(epochs), help="passes over the data")
+flags.add_argument("--seed", type=lambda text: number(text, low=0), default=str(seed), help="0 up")
+flags.add_argument("--layout", choices=LAYOUTS, default=layout, help="which sample in which slot")
+flags.add_argument("--window-order", choices=ORDERS, default=window_order, help="of its inputs")
+flags.add_argument("--learning-rate", type=float, default=str(learning_rate), help="Adam's step")
+flags.add_argument("--output-dir", default=output_dir, help="for the figures and metrics.json")
+args = flags.parse_args(sys.argv[1:] if flags.prog == os.path.basename(sys.argv[0]) else [])
+input_len, tsteps, lahead, batch_size = args.input_len, args.tsteps, args.lahead, args.batch_size
+epochs, seed, layout, window_order = args.epochs, args.seed, args.layout, args.window_order
+learning_rate, output_dir = args.learning_rate, args.output_dir
+if layout not in LAYOUTS or window_order not in ORDERS or not 0 < learning_rate < np.inf:
+    flags.error(f"layout {layout!r}, window_order {window_order!r} or {learning_rate}: not allowed")
+if input_len < 5 * batch_size * (tsteps + 1):  # a test set (1/5) of more than tsteps batches
+    flags.error(f"--input-len {input_len} is under 5 x --batch-size x (--tsteps + 1)")
+try:  # the memory the run needs (docs/speed.md), asked for and given back; then the folder
+    np.empty(2**30 + 1300 * (input_len + lahead) * lahead + 600 * batch_size * lahead, np.uint8)
     os.makedirs(output_dir, exist_ok=True)
-    pathlib.Path(output_dir, ".write-test").touch()
-    pathlib.Path(output_dir, ".write-test").unlink()
-except OSError as error:
-    parser.error(f"--output-dir {output_dir!r} cannot be written: {error}")
-print(", ".join(f"{name} = {globals()[name]!r}" for name in KINDS))
-# fast: many steps per compiled call (PyTorch: Keras takes one); XLA on JAX always, and on
-# TensorFlow for windows of 3+ steps, whose runs repeat only with it (docs/results.md).
-speed = {
-    "steps_per_execution": 1000 if fast and backend != "torch" else 1,
-    "jit_compile": backend == "jax" or (backend == "tensorflow" and fast and lahead > 2),
-}
-
-
-def save(name, thing):
-    """Write a figure (PNG) or a dict (JSON) to name.partial, then rename it: Ctrl-C never leaves
-    half a file under its own name."""
-    path = os.path.join(output_dir, name)
-    if isinstance(thing, dict):
-        pathlib.Path(path + ".partial").write_text(json.dumps(thing, indent=2))
-    else:
-        thing.savefig(path + ".partial", format="png")
-    os.replace(path + ".partial", path)
-    written.append(path)
+except (MemoryError, OSError) as error:
+    flags.error(f"{error} (--input-len {input_len}, --lahead {lahead}, --output-dir {output_dir})")
 
 
 # %% [markdown]
 # ## The data
 #
-# Uniform noise, and its moving average over `tsteps` points: with `tsteps = 2` the input
-# `1, 2, 3, 4, 5` gives the output `1.5, 2.5, 3.5, 4.5`. Each sample is a window of the last
-# `lahead` inputs, newest first in the original: with `lahead = 3` the windows of `1, 2, 3, 4, 5`
-# are `3, 2, 1` / `4, 3, 2` / `5, 4, 3`. The banner first says what the original expects of
-# the stateless model. Then, in the heads and tails, the input's column i holds the input i
-# steps back (each column is column 0 shifted down by i rows), and each output is the average
-# of column 0's value and the `tsteps - 1` values above it.
+# The input is uniform noise between -0.1 and 0.1; the target is its moving mean over `tsteps`
+# points: with `tsteps = 2`, the inputs `1, 2, 3, 4, 5` give the targets `1.5, 2.5, 3.5, 4.5`.
+# Each sample is a window of the last `lahead` inputs, newest first as in the original: with
+# `lahead = 3` the windows of `1, 2, 3, 4, 5` are `3, 2, 1` / `4, 3, 2` / `5, 4, 3`. The first
+# `max(tsteps, lahead) - 1` inputs have no full mean or no full window, so that many more are
+# drawn and then dropped.
+#
+# The banner says what the original expects of the stateless model. In the printed heads and
+# tails, the input's column i holds the input i steps back (column 0 moved down i rows; with
+# `window_order = "oldest-first"`, the columns in reverse), and each target is the mean of the
+# newest input and the `tsteps - 1` inputs before it.
 
 # %%
-will = "ALSO" if lahead >= tsteps else "NOT"
-print("*" * 33, f"STATELESS LSTM WILL {will} CONVERGE", "*" * 33, sep="\n")
-
+window_suffices = lahead >= tsteps  # the window shows every input of the mean
+print("*" * 33, f"STATELESS LSTM WILL {'ALSO' if window_suffices else 'NOT'} CONVERGE", sep="\n")
+print("*" * 33)
 print("Generating Data...")
 
 
-def gen_uniform_amp(amp=1, xn=10000):
-    """Generates uniform random data between
-    -amp and +amp
-    and of length xn
-
-    # Arguments
-        amp: maximum/minimum range of uniform data
-        xn: length of series
-    """
-    # A generator of its own, not numpy's global one the original seeded: the very same numbers.
-    data_input = np.random.RandomState(seed).uniform(-1 * amp, +1 * amp, xn)
-    data_input = pd.DataFrame(data_input)
-    return data_input
+def save(name, thing):
+    """Write a figure (PNG) or a dict (JSON) into output_dir, first under a temporary name, then
+    renamed: Ctrl-C never leaves half a file."""
+    path = os.path.join(output_dir, name)
+    if isinstance(thing, dict):
+        with open(path + ".partial", "w") as file:
+            json.dump(thing, file, indent=2)
+    else:
+        thing.savefig(path + ".partial", format="png")
+    os.replace(path + ".partial", path)
 
 
-# Since the output is a moving average of the input,
-# the first few points of output will be NaN
-# and will be dropped from the generated data
-# before training the LSTM.
-# Also, when lahead > 1,
-# the preprocessing step later of "rolling window view"
-# will also cause some points to be lost.
-# For aesthetic reasons,
-# in order to maintain generated data length = input_len after pre-processing,
-# add a few points to account for the values that will be lost.
-to_drop = max(tsteps - 1, lahead - 1)
-data_input = gen_uniform_amp(amp=0.1, xn=input_len + to_drop)
-series = data_input[0].to_numpy()  # every input in time order, for "What the state remembers"
+to_drop = max(tsteps, lahead) - 1
+# A generator of its own gives the very numbers of the original, which seeded numpy's global one.
+noise = pd.DataFrame(np.random.RandomState(seed).uniform(-0.1, 0.1, input_len + to_drop))
+expected_output = noise.rolling(tsteps).mean()[to_drop:]
+windows = np.lib.stride_tricks.sliding_window_view(noise[0].to_numpy(), lahead)  # oldest first
+windows = windows[:, ::-1] if window_order == "newest-first" else windows  # the original's order
+data_input = pd.DataFrame(windows[to_drop + 1 - lahead :], index=expected_output.index)
 
-# set the target to be a N-point average of the input
-expected_output = data_input.rolling(window=tsteps, center=False).mean()
-
-# when lahead > 1, need to convert the input to "rolling window view"
-# https://docs.scipy.org/doc/numpy/reference/generated/numpy.repeat.html
-if lahead > 1:
-    data_input = np.repeat(data_input.values, repeats=lahead, axis=1)
-    data_input = pd.DataFrame(data_input)
-    for i, c in enumerate(data_input.columns):
-        data_input[c] = data_input[c].shift(i)
-# Beyond the original: oldest-first windows, in time order, end with the newest input. Newest
-# first, where lahead > tsteps the target sits at the window's first steps (docs/sweep.md).
-if window_order == "oldest-first":
-    data_input = data_input[data_input.columns[::-1]]
-
-# drop the nan
-expected_output = expected_output[to_drop:]
-data_input = data_input[to_drop:]
-
-print("Input shape:", data_input.shape)
-print("Output shape:", expected_output.shape)
-print("Input head: ", data_input.head(), sep="\n")
-print("Output head: ", expected_output.head(), sep="\n")
-print("Input tail: ", data_input.tail(), sep="\n")
-print("Output tail: ", expected_output.tail(), sep="\n")
+print(f"Input shape: {data_input.shape}\nOutput shape: {expected_output.shape}")
+print("Input head: ", data_input.head(), "Output head: ", expected_output.head(), sep="\n")
+print("Input tail: ", data_input.tail(), "Output tail: ", expected_output.tail(), sep="\n")
 
 print("Plotting input and expected output")
 fig, ax = plt.subplots()
-ax.plot(data_input[0][:10], ".")
-ax.plot(expected_output[0][:10], "-")
-ax.legend(["Input", "Expected output"])
+ax.plot(noise[0][to_drop : to_drop + 10], ".", label="Input")  # each sample's newest input
+ax.plot(expected_output[0][:10], "-", label="Expected output")
 ax.set(title="Input", xlabel="time step")
-save("input.png", fig)  # shown at the end: the original's plt.show() here blocked the run
+ax.legend()
+save("input.png", fig)  # the original showed it here, which held the run until it was closed
 
 # %% [markdown]
 # ## Keras's bug, and the workaround
 #
-# An LSTM's state is two vectors of 20 numbers for each sample of a batch: h, the hidden state
-# (its output), and c, the cell state (its memory). Keras 3 keeps a stateful LSTM's state
-# outside the variables its trainers know, so on JAX `fit()` trains a stateless model without
-# a word, and on PyTorch it raises (docs/keras-bug.md). `TrackedStateLSTM` is
-# `keras.layers.LSTM` with that mended, on every backend: copy it into your own code and use
-# it as you would Keras's.
+# A stateful LSTM's state is a pair of variables, h and c, each holding a row per batch slot.
+# Keras 3 keeps them out of the layer's `variables`. On JAX, whose trainer writes back only the
+# variables it knows, `fit()` trains a stateless model without a word. On PyTorch, Keras
+# overwrites the state in place while autograd still needs it, so `fit()` raises on some Keras
+# versions and carries the state on others ([docs/keras-bug.md](docs/keras-bug.md) has them).
+# `TrackedStateLSTM` is `keras.layers.LSTM` with the state among its variables, and each call
+# starting from a copy of it: it carries the state on every backend. Copy it into your own code
+# and use it as you would Keras's LSTM.
 
 
 # %%
 @keras.saving.register_keras_serializable(package="lstm_stateful")  # so load_model finds it
 class TrackedStateLSTM(keras.layers.LSTM):
-    """keras.layers.LSTM, whose state JAX and PyTorch carry from batch to batch too.
+    """keras.layers.LSTM whose stateful state JAX and PyTorch carry from batch to batch too.
 
-    The state joins the layer's `variables`, which trainers read and write back (JAX), but not
-    its weights: summary(), get_weights() and saving see the parameters alone. Each step starts
-    from a copy of the state, which autograd may keep (PyTorch).
+    The state joins the layer's `variables` (JAX writes back what is there) but not its weights,
+    so summary(), get_weights() and saving see the parameters alone. Each call starts from a copy
+    of the state, which PyTorch's autograd may keep while the state variable is overwritten.
     """
 
     @property
@@ -322,40 +210,45 @@ class TrackedStateLSTM(keras.layers.LSTM):
 # %% [markdown]
 # ## The models
 #
-# An LSTM of 20 units, then one Dense output, trained on the mean squared error with Adam, as
-# in the original. A stateful LSTM carries its state from batch to batch, slot by slot, so its
-# batch size is part of its input shape. In the summary, the parameters are the weights alone:
-# the state is not one of them.
-
+# As in the original: an LSTM of 20 units, then one Dense output, trained with Adam on the mean
+# squared error. A stateful LSTM keeps a state for each slot of a batch, so its batch size is
+# fixed, part of its input shape. Both models start from the same weights, drawn by numpy from
+# `seed`, so that every backend starts alike. `create_model` also chooses how Keras runs the
+# model: many training steps per call and short windows unrolled, the same steps sooner
+# (docs/speed.md). In the summary, the parameters are the weights alone: the state is not one.
 
 # %%
-def initial_weights(units=20):
+units = 20  # the original's LSTM size
+
+
+def initial_weights():
     """Keras's default initial weights for LSTM(units) and Dense(1), drawn by numpy from `seed`:
-    glorot-uniform kernels, an orthogonal recurrent kernel, zero biases but the forget gate's,
-    at 1. The same numbers on every backend, where Keras would draw its own."""
+    glorot-uniform kernels, an orthogonal recurrent kernel, zero biases but the forget gate's."""
     rng = np.random.default_rng(seed)
 
     def glorot_uniform(fan_in, fan_out):
         limit = np.sqrt(6 / (fan_in + fan_out))
         return rng.uniform(-limit, limit, (fan_in, fan_out))
 
-    kernel = glorot_uniform(1, 4 * units)  # the four gates (i, f, c, o) side by side
-    q, r = np.linalg.qr(rng.standard_normal((4 * units, units)))
-    recurrent_kernel = (q * np.sign(np.diag(r))).T
-    bias = np.concatenate([np.zeros(units), np.ones(units), np.zeros(2 * units)])
+    kernel = glorot_uniform(1, 4 * units)  # the gates i, f, c, o side by side
+    orthogonal, upper = np.linalg.qr(rng.standard_normal((4 * units, units)))
+    recurrent_kernel = (orthogonal * np.sign(np.diag(upper))).T
+    bias = np.concatenate([np.zeros(units), np.ones(units), np.zeros(2 * units)])  # forget: 1
     return [kernel, recurrent_kernel, bias, glorot_uniform(units, 1), np.zeros(1)]
 
 
 def create_model(stateful, batch_size=batch_size):
     model = keras.Sequential()
-    # Keras 3 takes a stateful LSTM's fixed batch here, not as LSTM(batch_size=...).
-    model.add(keras.Input(batch_shape=(batch_size, lahead, 1)))
-    # fast: windows of up to 4 steps unrolled (docs/speed.md)
-    model.add(TrackedStateLSTM(20, stateful=stateful, unroll=fast and lahead <= 4))
+    model.add(keras.Input(batch_shape=(batch_size, lahead, 1)))  # Keras 3 takes the batch size here
+    model.add(TrackedStateLSTM(units, stateful=stateful, unroll=lahead <= 4))
     model.add(keras.layers.Dense(1))
-    # Adam with its step size a parameter: the original's "adam" is Adam(0.001).
-    model.compile(loss="mse", optimizer=keras.optimizers.Adam(learning_rate), **speed)
-    model.set_weights(initial_weights())  # Beyond the original: the same start on every backend
+    # Many steps per call where Keras allows it (not on PyTorch); XLA on JAX, and on TensorFlow
+    # for windows of 3+ steps, whose runs repeat only with it (docs/results.md).
+    backend = keras.backend.backend()
+    steps, xla = (1, False) if backend == "torch" else (1000, backend == "jax" or lahead > 2)
+    adam = keras.optimizers.Adam(learning_rate)  # the original's "adam" is Adam(0.001)
+    model.compile(loss="mse", optimizer=adam, steps_per_execution=steps, jit_compile=xla)
+    model.set_weights(initial_weights())
     return model
 
 
@@ -379,215 +272,194 @@ model_stateful.summary()
 # batch 3    t9     t10    t11          batch 3    t3     t7     t11
 # ```
 #
-# Interleaved, slot 0 goes t0, t3, t6: its state holds the input from `batch_size` steps back,
-# not the one before, and is of no use for `tsteps = 2` once `batch_size > 1`. Contiguous, each
-# slot walks through a stream of its own, one step at a time (docs/layouts.md). With
-# `batch_size = 1`, the default, both are time order. The shapes below are (samples, lahead, 1)
-# and (samples, 1).
+# Interleaved, slot 0 sees t0, t3, t6: its state comes from `batch_size` steps back, of no use
+# for a mean of 2 once `batch_size > 1`. Contiguous, the series is cut into `batch_size`
+# *streams*, and slot i walks stream i one step at a time (docs/layouts.md). With
+# `batch_size = 1`, the default, both are plain time order: one stream.
 
 
 # %%
 def split_data(x, y):
-    """The original's split (to_train and to_test, from the checks above), reshaped as Keras
-    takes it: x (samples, lahead, 1), y (samples, 1). to_numpy copies: pandas may hand out
-    read-only views."""
-    x, y = x.to_numpy(copy=True)[:, :, np.newaxis], y.to_numpy(copy=True)  # some reshaping
-    test = slice(to_train, to_train + to_test)
-    return (x[:to_train], y[:to_train]), (x[test], y[test])
+    """The original's split, as arrays of the shapes Keras takes: x (samples, lahead, 1) and y
+    (samples, 1). to_numpy copies: the windows are a read-only view of the noise."""
+    to_train, end = int(0.8 * len(x)) // batch_size * batch_size, len(x) // batch_size * batch_size
+    x, y = x.to_numpy(copy=True)[:, :, np.newaxis], y.to_numpy(copy=True)
+    return (x[:to_train], y[:to_train]), (x[to_train:end], y[to_train:end])
 
 
-def to_layout(a, undo=False):
-    """Time-ordered rows in the order the layout batches them: slot i of each batch walks stream
-    i (contiguous); with the default layout, one stream, nothing moves. `undo`: back in time
-    order."""
-    rows = (-1, streams) if undo else (streams, -1)
-    return a.reshape(*rows, *a.shape[1:]).swapaxes(0, 1).reshape(a.shape)
+streams = batch_size if layout == "contiguous" else 1
 
 
-(x_train, y_train), (x_test, y_test) = split_data(data_input, expected_output)
-print("x_train.shape: ", x_train.shape)
-print("y_train.shape: ", y_train.shape)
-print("x_test.shape: ", x_test.shape)
-print("y_test.shape: ", y_test.shape)
-x_train, y_train, x_test, y_test = (to_layout(a) for a in (x_train, y_train, x_test, y_test))
+def to_layout(rows, undo=False):
+    """Rows in time order, put in the order the layout batches them (slot i of each batch takes
+    the next row of stream i); `undo`: rows in that order, back in time order."""
+    shape = (-1, streams) if undo else (streams, -1)
+    return rows.reshape(*shape, *rows.shape[1:]).swapaxes(0, 1).reshape(rows.shape)
+
+
+(x_train, y_train), (x_test, y_test) = split_data(data_input, expected_output)  # time order
+print(f"x_train.shape:  {x_train.shape}\ny_train.shape:  {y_train.shape}")
+print(f"x_test.shape:  {x_test.shape}\ny_test.shape:  {y_test.shape}")
 
 # %% [markdown]
 # ## Training the stateful model
 #
-# One epoch per `fit()`, the batches in order (`shuffle=False`), the state reset by hand after
-# each, so that every epoch starts afresh. Each epoch prints a line: keep an eye on `val_loss`,
-# the loss on the test set. Where `lahead < tsteps`, this model's falls far below the stateless
-# model's, next.
+# As in the original: one `fit()` per epoch, the batches in order (`shuffle=False`), and the
+# state reset to zeros after each, so that every epoch starts alike. Within an epoch the state
+# runs on from batch to batch, and the validation on the test set runs on from the state
+# training left. Gradients stop at each batch's first step (truncated backpropagation through
+# time): the state carries inputs forward, but training shapes it only through each batch's own
+# loss. Each epoch prints a line; watch `val_loss`, the loss on the test set.
 
 # %%
 print("Training")
-# Both models: batches in order, validated on the test set after each epoch, a line per epoch
-# (verbose=2: Keras's progress bar counts past its total with many steps per call).
-fit_args = dict(batch_size=batch_size, verbose=2, validation_data=(x_test, y_test), shuffle=False)
+# a line per epoch: with many steps per call, Keras's progress bar counts past its total
+train, validation = (to_layout(x_train), to_layout(y_train)), (to_layout(x_test), to_layout(y_test))
+fit_args = dict(batch_size=batch_size, verbose=2, validation_data=validation, shuffle=False)
 history_stateful = {"loss": [], "val_loss": []}
-for i in range(epochs):
-    print("Epoch", i + 1, "/", epochs)
-    # Note that the last state for sample i in a batch will
-    # be used as initial state for sample i in the next batch.
-    # Thus we are simultaneously training on batch_size series with
-    # lower resolution than the original series contained in data_input.
-    # Each of these series are offset by one step and can be
-    # extracted with data_input[i::batch_size].
-    # (So with layout="interleaved"; contiguous, slot i walks stream i. The validation
-    # runs on from the state training left. Gradients never cross batches.)
-    history = model_stateful.fit(x_train, y_train, epochs=1, **fit_args).history
-    for key in history_stateful:
-        history_stateful[key] += history[key]
-    # Keras 3 has no Model.reset_states(): the stateful LSTM layer resets its own state.
-    model_stateful.layers[0].reset_state()
+for epoch in range(epochs):
+    print("Epoch", epoch + 1, "/", epochs)
+    history = model_stateful.fit(*train, epochs=1, **fit_args).history
+    history_stateful = {key: history_stateful[key] + history[key] for key in history_stateful}
+    model_stateful.layers[0].reset_state()  # Keras 3 has no Model.reset_states()
 
 print("Predicting")
-# From here on one step per call, predict and any later fit: with many, TensorFlow's predict
-# is slow (docs/speed.md).
+# One step per call for predict(): with many, TensorFlow's predict builds a graph of every step,
+# which is slow (docs/speed.md).
 model_stateful.steps_per_execution = 1
-predicted_stateful = model_stateful.predict(x_test, batch_size=batch_size)
+predicted_stateful = to_layout(model_stateful.predict(validation[0], batch_size), undo=True)
 
 # %% [markdown]
 # ## The stateless model
 #
-# The same model without state, trained the usual way: one `fit()` for all epochs. Each window
+# The same model without state, trained the usual way: one `fit()` for all epochs. Every window
 # starts from zeros, so it knows only the `lahead` inputs it is shown. Where `lahead < tsteps`
-# its `val_loss` soon stops falling: it has learnt what its window can tell.
+# its `val_loss` stops falling after an epoch or two, well above the stateful model's.
 
 # %%
 print("Creating Stateless Model...")
 model_stateless = create_model(stateful=False)
 
 print("Training")
-history_stateless = model_stateless.fit(x_train, y_train, epochs=epochs, **fit_args).history
+history_stateless = model_stateless.fit(*train, epochs=epochs, **fit_args).history
 
 print("Predicting")
-model_stateless.steps_per_execution = 1  # one step per call from here on, as above
-predicted_stateless = model_stateless.predict(x_test, batch_size=batch_size)
+model_stateless.steps_per_execution = 1
+predicted_stateless = to_layout(model_stateless.predict(validation[0], batch_size), undo=True)
 
 # %% [markdown]
 # ## The residuals
 #
-# The original's three panels, in time order: the expected output, then each model's residual
-# (expected minus predicted), on one scale. In grey behind each: what the window cannot show,
-# the residual of the best a model without state can do, which is to average what its window
-# shows (the inputs it cannot see average zero). Its mean square is the *floor*: no model
-# without state goes below it. Where `lahead < tsteps` the stateless residual follows the grey
-# while the stateful one stays near zero. The stateful model meets the test set from a reset
-# state, so its first `tsteps - 1` points, whose average reaches back past the reset, are left
-# out of its score.
+# The original's three panels, over the test set in time order: the expected output, then each
+# model's residual, expected minus predicted, on one scale. Grey behind each residual: what
+# the window cannot show. Without state, the best guess is the sum of the inputs in the window
+# over `tsteps` (the inputs it cannot see average zero), and the grey line is that guess's
+# residual. Its mean square is the *floor*: on average no model without state does better.
+# Where `lahead < tsteps` the stateless residual follows the grey and the stateful one stays
+# near zero. The stateful model meets each stream of the test set from a reset state, so the
+# first `tsteps - 1` points of each, whose mean reaches back before the reset, are left out of
+# its score (the original left them out of its plot). The score also gives R², 1 minus the test
+# MSE over the variance of the target: 1 for a perfect fit, 0 for always guessing its mean.
 
 # %%
 print("Plotting Results")
-expected, window = to_layout(y_test, undo=True)[:, 0], to_layout(x_test, undo=True)[:, :, 0]
-best_without_state = expected if lahead >= tsteps else window.sum(axis=1) / tsteps
-skipped = np.arange(len(expected)) % (len(expected) // streams) < tsteps - 1  # in each stream
+expected = y_test[:, 0]
+best_without_state = expected if lahead >= tsteps else x_test[:, :, 0].sum(axis=1) / tsteps
+after_reset = np.arange(len(expected)) % (len(expected) // streams) < tsteps - 1
 
 
 def score(predicted, skipped):
-    """For predictions in time order: the residual (NaN where not scored), the test MSE and R²,
-    the floor (the test MSE of the best guess without state, on the same points), the share of
-    it recovered, and the verdict."""
-    m = {"residual": np.where(skipped, np.nan, expected - predicted)}
-    m["test_mse"] = float(np.mean(m["residual"][~skipped] ** 2))
-    m["r2"] = 1 - m["test_mse"] / float(np.var(expected[~skipped]))
-    m["floor_mse"] = float(np.mean((expected - best_without_state)[~skipped] ** 2))
-    m["recovered"] = 1 - m["test_mse"] / m["floor_mse"] if m["floor_mse"] > 0 else None
-    m["converged"] = m["r2"] >= 0.8 if m["recovered"] is None else m["recovered"] >= 0.5
-    return m
+    """Predictions in time order, scored on the points not `skipped`: the residual (NaN where
+    skipped), the test MSE, R², the floor on the same points, the share of the floor recovered,
+    whether the model converged, and the verdict as printed (see the verdict, below)."""
+    residual = np.where(skipped, np.nan, expected - predicted)
+    test_mse = float(np.mean(residual[~skipped] ** 2))
+    r2 = 1 - test_mse / float(np.var(expected[~skipped]))
+    floor_mse = float(np.mean((expected - best_without_state)[~skipped] ** 2))
+    recovered = 1 - test_mse / floor_mse if floor_mse > 0 else None
+    converged = r2 >= 0.8 if recovered is None else recovered >= 0.5
+    verdict = f"R² {r2:.3f}" if recovered is None else f"{recovered:.1%} recovered"
+    return dict(residual=residual, test_mse=test_mse, r2=r2, floor_mse=floor_mse,
+                recovered=recovered, converged=converged, verdict=verdict)  # fmt: skip
 
 
-results = {
-    "stateful": score(to_layout(predicted_stateful, undo=True)[:, 0], skipped),
-    "stateless": score(to_layout(predicted_stateless, undo=True)[:, 0], np.zeros_like(skipped)),
-}
+none_skipped = np.zeros_like(after_reset)  # the stateless model is scored on every point
+results = {"stateful": score(predicted_stateful[:, 0], after_reset) | history_stateful}
+results["stateless"] = score(predicted_stateless[:, 0], none_skipped) | history_stateless
 fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True, layout="constrained")
-axes[0].plot(expected)
-axes[0].set(title="Expected", ylabel="moving average")
+axes[0].plot(expected, color="black")
+axes[0].set(title="Expected: the mean of the last tsteps inputs")
 axes[2].sharey(axes[1])
-for ax, (name, m) in zip(axes[1:], results.items(), strict=True):
-    ax.plot(expected - best_without_state, color="0.8", label="what the window cannot show")
-    ax.plot(m["residual"], color="tab:blue", label="expected - predicted")
-    ax.set(title=f"{name.capitalize()}: Expected - Predicted (test MSE {m['test_mse']:.2e})")
-axes[1].legend(loc="upper right", fontsize=8)
+for ax, (name, scores) in zip(axes[1:], results.items(), strict=True):
+    ax.plot(expected - best_without_state, color="0.75", label="what the window cannot show")
+    ax.plot(scores["residual"], color="tab:red", label="expected - predicted")
+    ax.set(title=f"{name.capitalize()}: Expected - Predicted (test MSE {scores['test_mse']:.2e})")
+    ax.legend(loc="upper right", fontsize=8)
 axes[2].set_xlabel("test time step")
 save("results.png", fig)
 
 # %% [markdown]
 # ## The verdict
 #
-# Beyond the original: a number for "converges". A model *converges* when it recovers at least
-# half of the floor (its test MSE at most half of it), on the points it is scored on; R² would
-# credit a model at the floor with the part of the average it sees. Where `lahead >= tsteps`
-# there is no floor, and a model converges when its R² reaches 0.8. Below: each model's line,
-# then whether the run agrees with the example's claim. The loss per epoch shows the stateless
-# model on the floor.
+# Beyond the original: a number for "converges". The share of the floor a model *recovers* is
+# 1 minus its test MSE over the floor: 100% for a perfect fit, 0% at the floor, below 0% when it
+# does worse than the best guess without state. Here a model *converged* when it recovered at
+# least half of the floor: the word means it fit what the window cannot show, not that its
+# loss stopped falling. R² alone would credit a model at the floor with the part of the mean it
+# sees. Where `lahead >= tsteps` there is no floor (the window shows every input of the mean),
+# and a model converged when its R² reaches 0.8. Then the run says whether it agrees with the
+# claim. The stateless model lands a little above its floor: Adam's steps on single samples
+# chase noise that no model can fit. The same steps make the stateful model's `val_loss` jump
+# now and then from one epoch to the next, as in the last epochs of the default run
+# (docs/sweep.md tries smaller steps). metrics.json keeps each epoch's losses.
 
 # %%
-print(f"\nKeras {keras.version()} on {backend}; seed {seed}")
-
-
-def judged(m):
-    """What a verdict reads: the share of the floor recovered, or R² where there is no floor."""
-    return f"R² {m['r2']:.3f}" if m["recovered"] is None else f"{m['recovered']:.1%} recovered"
-
-
-for name, m in results.items():
-    floor = "" if m["recovered"] is None else f" against a floor of {m['floor_mse']:.2e}"
-    verdict = "converged" if m["converged"] else "NOT converged"
-    print(f"{name:<10} test MSE {m['test_mse']:.2e}{floor}: {judged(m)}, {verdict}")
-both = lahead >= tsteps
-claim = f"{'both models converge' if both else 'only the stateful model converges'} when "
-claim += f"lahead {'>=' if both else '<'} tsteps"
-agrees = results["stateful"]["converged"] and results["stateless"]["converged"] == both
+print(f"\nKeras {keras.version()} on {keras.backend.backend()}; seed {seed}")
+for name, scores in results.items():
+    floor = "" if scores["recovered"] is None else f" against a floor of {scores['floor_mse']:.2e}"
+    converged = "converged" if scores["converged"] else "NOT converged"
+    print(f"{name:<10} test MSE {scores['test_mse']:.2e}{floor}: {scores['verdict']}, {converged}")
+claim = "both models converge when lahead >= tsteps"
+if not window_suffices:
+    claim = "only the stateful model converges when lahead < tsteps"
+agrees = results["stateful"]["converged"] and results["stateless"]["converged"] == window_suffices
 print(f"This run {'agrees' if agrees else 'does NOT agree'} with the example's claim: {claim}.")
-
-results["stateful"] |= history_stateful
-results["stateless"] |= history_stateless
-fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
-for name, color in (("stateful", "tab:blue"), ("stateless", "tab:orange")):
-    m, x = results[name], range(1, epochs + 1)
-    ax.plot(x, m["loss"], "-o", color=color, label=f"{name} training loss")
-    ax.plot(x, m["val_loss"], ":x", color=color, label=f"{name} validation loss")
-if lahead < tsteps:  # a wide pale band, seen around the stateless loss that lies on it
-    floor = results["stateless"]["floor_mse"]
-    label = f"stateless floor on the test set, {floor:.2e}"
-    ax.axhline(floor, color="tab:red", linewidth=8, alpha=0.25, zorder=0, label=label)
-ax.set(title="Loss per epoch", xlabel="epoch", ylabel="mean squared error", yscale="log")
-ax.legend(fontsize=8)
-save("loss.png", fig)
 
 # %% [markdown]
 # ## The trained model, one step at a time
 #
 # How a stateful model is used next: on a stream, one sample per call, each call going on from
-# the state the call before left. The weights do not depend on the batch size, the state does,
-# so they go to a copy built for batches of one sample. Fed the test set from a reset state, it
-# predicts what `predict()` did where the batch size is 1 (largest difference 0); a model
-# trained in bigger batches expects what its slots carried (docs/layouts.md).
+# the state the call before left. The weights do not depend on the batch size; the state does.
+# So the weights go to a copy built for batches of one sample, whose state starts from zeros.
+# Fed the test set in time order, it predicts what `predict()` gave where the batch size is 1
+# (the run prints the largest difference). With bigger batches the two differ: `predict()` ran
+# the test set in `batch_size` slots, the copy runs it as one stream (docs/layouts.md).
 
 # %%
 model_stream = create_model(stateful=True, batch_size=1)
-model_stream.set_weights(model_stateful.get_weights())  # the parameters only, not the state
-x_stream = to_layout(x_test, undo=True)  # in time order
-streamed = np.concatenate([model_stream.predict_on_batch(x[np.newaxis]) for x in x_stream])
+model_stream.set_weights(model_stateful.get_weights())  # the weights only, not the state
+streamed = np.concatenate([model_stream.predict_on_batch(x[np.newaxis]) for x in x_test])
 results["stream"] = score(streamed[:, 0], np.arange(len(expected)) < tsteps - 1)  # one stream
-difference = np.max(np.abs(streamed - to_layout(predicted_stateful, undo=True)))
-results["stream"]["largest_difference"] = float(difference)
-print(f"streamed   test MSE {results['stream']['test_mse']:.2e}: {judged(results['stream'])}")
+difference = float(np.abs(streamed - predicted_stateful).max())
+results["stream"]["largest_difference"] = difference
+print(f"streamed   test MSE {results['stream']['test_mse']:.2e}: {results['stream']['verdict']}")
 print(f"(one sample per call at batch size 1; largest difference from predict(): {difference:.1e})")
 
 # %% [markdown]
 # ## What the state remembers
 #
-# The claim is about memory, so look at it. Each trained LSTM runs over the whole series, and
-# its state (h and c, 40 numbers) after each sample is kept: the stateful one carries it from
-# sample to sample from one reset, the stateless one starts each window from zeros. Then, for
-# each k, a linear readout (least squares, fitted on the training samples) tries to recover
-# from that state the input k steps before each sample's newest input; its R² on the test
-# samples says how much of that input the state holds: 1 all of it, 0 nothing (with a few
-# hundred training samples; far fewer overfit). The window shows k < `lahead`; the average
-# needs k < `tsteps`. Below, a row of R² for each model, k = 0, 1, ...; memory.png draws them.
+# The claim is about memory, so look at it. Each trained LSTM runs over every sample's window,
+# and its state after each sample (h and c, 40 numbers) is kept: the stateful one runs the
+# windows end to end from one reset, the stateless one starts each window from zeros. Then, for
+# each k, a linear readout (least squares, fitted on the training samples) tries to read back
+# from the state the input k steps before each sample's newest input. Its R² on the test
+# samples says how much of that input the state holds: 1 all of it, 0 nothing; below 0, the
+# readout does worse than guessing the mean (it needs a few hundred training samples: with
+# far fewer it overfits). The window shows k < `lahead`; the mean needs k < `tsteps`.
+#
+# Below, a row of R² per model, k = 0, 1, ...; memory.png draws them. Trained with `lahead =
+# 1`, the stateful state still holds the inputs 2 and 3 steps back: what the state remembers
+# is set by training, not by the window.
 
 
 # %%
@@ -600,66 +472,83 @@ class StateCell(keras.layers.LSTMCell):
 
 
 def states_after_each_sample(model, x):
-    """The state after each sample of `x` (time order): stateful, the windows end to end as one
-    stream (as at batch size 1); stateless, each window from zeros."""
-    rnn = keras.layers.RNN(StateCell(20), return_sequences=True)
+    """The state after each sample of x (time order): stateful, the windows end to end as one
+    stream from zeros (as at batch size 1); stateless, each window from zeros."""
+    cell = StateCell(units)
+    cell.output_size = 2 * units  # h and c
+    rnn = keras.layers.RNN(cell, return_sequences=True)
     probe = keras.Sequential([keras.Input((None, 1)), rnn])
     probe.set_weights(model.layers[0].get_weights())  # the trained LSTM's kernels and biases
-    runs = x.reshape(1, -1, 1) if model.layers[0].stateful else x
-    return probe.predict(runs, verbose=0).reshape(len(x), lahead, 40)[:, -1]
+    sequences = x.reshape(1, -1, 1) if model.layers[0].stateful else x
+    return probe.predict(sequences, verbose=0).reshape(len(x), lahead, 2 * units)[:, -1]
 
 
-def memory_r2(states, inputs, n_train, ks):
-    """For each k in `ks`: the R² of a linear readout, from the state after each sample, of the
-    input k steps before the sample's newest (inputs[-len(states):] are the newest). Least
-    squares on the first `n_train` samples, scored on the rest; from sample max(ks) on, so that
-    every k has its input."""
-    back = max(ks)
-    lags = [inputs[len(inputs) - len(states) + back - k : len(inputs) - k] for k in ks]
-    targets, features = np.stack(lags, axis=1), np.c_[states, np.ones(len(states))][back:]
-    train, test = slice(0, n_train - back), slice(n_train - back, None)
+def memory_r2(states, lags):
+    """For each k in `lags`: the R² of a least-squares readout, from the state after each sample
+    (all samples, in time order), of the input k steps before the sample's newest. Fitted on the
+    training samples, scored on the test samples, from sample max(lags) on (each k has its
+    input)."""
+    first, series, samples = max(lags), noise[0].to_numpy(), len(states)
+    # sample i's newest input is series[to_drop + i]
+    targets = np.stack([series[to_drop + first - k : to_drop + samples - k] for k in lags], axis=1)
+    features = np.c_[states, np.ones(samples)][first:]
+    fit_rows, score_rows = slice(0, len(x_train) - first), slice(len(x_train) - first, None)
     # rcond: directions of the state below float32's precision (1e-7 of the largest) are
-    # rounding, not memory, and are left out (else each backend's rounding reads otherwise).
-    weights = np.linalg.lstsq(features[train], targets[train], rcond=1e-7)[0]
-    error = targets[test] - features[test] @ weights
-    return (1 - np.mean(error**2, axis=0) / np.var(targets[test], axis=0)).tolist()
+    # rounding, not memory; left out, so that every backend reads the same
+    weights = np.linalg.lstsq(features[fit_rows], targets[fit_rows], rcond=1e-7)[0]
+    error = targets[score_rows] - features[score_rows] @ weights
+    return (1 - np.mean(error**2, axis=0) / np.var(targets[score_rows], axis=0)).tolist()
 
 
-x_all = np.concatenate([to_layout(x_train, undo=True), x_stream])  # every sample, in time order
-inputs = series[: to_drop + len(x_all)]  # every input, up to the last sample's newest
-ks = range(max(tsteps, lahead) + 3)
+lags = range(max(tsteps, lahead) + 3)
 fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
 ax.axvspan(-0.5, lahead - 0.5, color="0.9", label=f"in the window: k < lahead = {lahead}")
-ax.axvline(tsteps - 0.5, color="tab:red", linestyle="--", label=f"the average: k < {tsteps}")
-print(f"R² of the input k = {', '.join(map(str, ks))} steps back, read from the state:")
+ax.axvline(tsteps - 0.5, color="tab:red", linestyle="--", label=f"in the mean: k < {tsteps}")
+print(f"R² of the input k = {', '.join(map(str, lags))} steps back, read from the state:")
 for name, model in (("stateful", model_stateful), ("stateless", model_stateless)):
-    states = states_after_each_sample(model, x_all)
-    results[name]["memory_r2"] = r2 = memory_r2(states, inputs, len(x_train), ks)
-    print(f"{name:<10}", " ".join(f"{r:5.2f}" for r in r2))
-    ax.plot(ks, r2, "-o", label=name)
+    r2_by_lag = memory_r2(states_after_each_sample(model, np.concatenate([x_train, x_test])), lags)
+    results[name]["memory_r2"] = r2_by_lag
+    print(f"{name:<10}", " ".join(f"{r2:5.2f}" for r2 in r2_by_lag))
+    ax.plot(lags, r2_by_lag, "-o", label=name)
 ax.set(title="What the state remembers", xlabel="k: the input k steps before the newest")
-ax.set(ylabel="R² of the input, read from the state", ylim=(min(-0.1, *ax.get_ylim()), 1.05))
+ax.set(ylabel="R² of that input, read from the state", ylim=(min(-0.1, *ax.get_ylim()), 1.05))
 ax.legend(fontsize=8)
 save("memory.png", fig)
 
 # %% [markdown]
 # ## The numbers, in a file
 #
-# `metrics.json` holds the parameters and each model's scores, losses and memory. In a terminal
-# with a display, the figures open now.
+# `metrics.json` holds the parameters and each model's scores, losses and memory (sweep.py
+# reads it). In a terminal with a display the figures open now; `MPLBACKEND=Agg` keeps them
+# closed. In a notebook each has been shown under its cell.
 
 # %%
-metrics = {
-    "backend": backend,
-    "params": {name: globals()[name] for name, kind in KINDS.items() if kind in (int, float)},
-    **{name: globals()[name] for name in ("layout", "window_order", "fast")},
-    "agrees": agrees,
-    **{name: {k: v for k, v in m.items() if k != "residual"} for name, m in results.items()},
-}
+for scores in results.values():
+    del scores["residual"]  # drawn above; NaN where a point is not scored, which JSON lacks
+params = {name: value for name, value in vars(args).items() if name != "output_dir"}
+metrics = {"backend": keras.backend.backend(), "params": params, "agrees": agrees, **results}
 save("metrics.json", metrics)
 print(f"Figures and metrics.json written to {output_dir}")
-# Agg: no display (matplotlib's fallback). A notebook has shown each figure under its cell.
-if show and plt.get_backend().lower() != "agg":
+if plt.get_backend().lower() != "agg":  # Agg: no display (matplotlib's fallback)
     plt.show()
-else:
-    plt.close("all")
+
+# %% [markdown]
+# ## Conclusion
+#
+# With the defaults (`tsteps = 2`, `lahead = 1`) the stateful LSTM recovers nearly all of what
+# its one-input window leaves out, and the stateless one ends a little above its floor: only a
+# state that runs from sample to sample can hold the input before. The memory readout shows why: the
+# stateful state holds the inputs before its window, the stateless one nothing beyond it.
+#
+# State helps when the target depends on more of the past than one sample shows, and the
+# samples of each batch slot follow each other in time: batches of 1, or the contiguous layout.
+# It does not help when the window already holds what the target needs (`--tsteps 3 --lahead
+# 3`: both converge), when the slots are interleaved at `batch_size > 1` (each slot's previous
+# sample lies `batch_size` steps back), or when a window several times longer than the mean
+# comes newest first: the inputs the mean needs are read first, and the state holds best what
+# it read last, the window's oldest input (`--window-order oldest-first` mends it).
+#
+# Next: run `sweep.py` for the claim over a grid of `tsteps` and `lahead` and over seeds
+# ([docs/sweep.md](docs/sweep.md)); try `--batch-size 4` in each layout
+# ([docs/layouts.md](docs/layouts.md)); and use `TrackedStateLSTM` in your own stateful model
+# where the README's recipe says `keras.layers.LSTM` (on JAX and PyTorch it must).

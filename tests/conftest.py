@@ -53,7 +53,7 @@ def contiguous_run(tmp_path_factory):
 
 CONTIGUOUS = ["--input-len=90", "--tsteps=4", "--lahead=2", "--batch-size=3", "--seed=21"]
 CONTIGUOUS += ["--layout=contiguous", "--window-order=oldest-first", "--learning-rate=0.002"]
-CONTIGUOUS += ["--epochs=2", "--no-show"]
+CONTIGUOUS += ["--epochs=2"]
 
 
 def pytest_collection_finish(session):

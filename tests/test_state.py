@@ -20,7 +20,7 @@ from helpers import ROOT, run
 def built(*flags):
     """The example's namespace after its cells up to training: create_model and the data."""
     with contextlib.redirect_stdout(io.StringIO()):
-        return run(*flags, "--no-show", "--output-dir", OUT, until="Training the stateful")
+        return run(*flags, "--output-dir", OUT, until="Training the stateful")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -84,15 +84,16 @@ def test_slot_i_continues_slot_i_of_the_batch_before():
     assert after[0, 0] != after[1, 0]  # same input now, another history in each slot
 
 
-@pytest.mark.parametrize("fast", ["--fast", "--no-fast"])
-def test_fit_carries_the_state_through_training_and_validation(fast):
+@pytest.mark.parametrize("steps", [1000, 1])
+def test_fit_carries_the_state_through_training_and_validation(steps):
     """After fit() the state is the one its last batch left, and the validation ran on from the
     state training left: on every backend (Keras's own LSTM carries nothing on JAX)."""
-    ns = built("--input-len", "40", "--seed", "5", fast)
+    ns = built("--input-len", "40", "--seed", "5")
     (x_train, y_train), test = (ns["x_train"], ns["y_train"]), (ns["x_test"], ns["y_test"])
 
     def fit(validation):
         model = ns["create_model"](stateful=True)
+        model.steps_per_execution = min(steps, model.steps_per_execution)  # 1 on PyTorch
         data = {"validation_data": test} if validation else {}
         model.fit(x_train, y_train, batch_size=1, epochs=1, verbose=0, shuffle=False, **data)
         return model
@@ -118,10 +119,10 @@ def test_fit_carries_the_state_through_training_and_validation(fast):
 
 
 def test_many_steps_per_call_carry_the_state_as_one_step_per_call():
-    """fast runs many batches per compiled call (TensorFlow, JAX): the weights and the state
-    must not notice. On PyTorch Keras runs one step per call, and fast asks for one."""
+    """The models run many batches per compiled call (TensorFlow, JAX): the weights and the state
+    must not notice. On PyTorch Keras runs one step per call, and the models ask for one."""
     ns = built("--input-len", "60", "--batch-size", "2", "--lahead", "2", "--seed", "5")
-    steps = ns["speed"]["steps_per_execution"]
+    steps = ns["create_model"](stateful=True).steps_per_execution
     assert steps == (1 if keras.backend.backend() == "torch" else 1000)
 
     def train(steps_per_execution):
@@ -159,21 +160,16 @@ def test_the_same_steps_from_the_same_start_give_the_same_weights(window):
     assert not np.array_equal(trained[0][0], start[0])  # it trained
 
 
-def test_what_fast_asks_of_each_backend():
-    """--fast: many steps per call (one on PyTorch), windows of up to 4 steps unrolled, XLA on
-    JAX and for TensorFlow's windows of 3+; --no-fast: Keras's plain way, one step per call, the
-    window looped, XLA only where Keras cannot do without it (JAX)."""
+def test_how_each_backend_runs_the_models():
+    """Many steps per call (one on PyTorch, where Keras allows no more), windows of up to 4 steps
+    unrolled, XLA on JAX and for TensorFlow's windows of 3 steps or more."""
     backend = keras.backend.backend()
     for lahead in (2, 3, 4, 5):
-        for fast in ("--fast", "--no-fast"):
-            ns = built("--lahead", str(lahead), "--tsteps", "2", fast)
-            model = ns["create_model"](stateful=True)
-            on = fast == "--fast"
-            assert model.layers[0].unroll == (on and lahead <= 4)
-            many = on and backend != "torch"
-            assert model.steps_per_execution == (1000 if many else 1)
-            xla = backend == "jax" or (backend == "tensorflow" and on and lahead >= 3)
-            assert model.jit_compile == xla
+        ns = built("--lahead", str(lahead), "--tsteps", "2")
+        model = ns["create_model"](stateful=True)
+        assert model.layers[0].unroll == (lahead <= 4)
+        assert model.steps_per_execution == (1 if backend == "torch" else 1000)
+        assert model.jit_compile == (backend == "jax" or (backend == "tensorflow" and lahead >= 3))
 
 
 def test_the_initial_weights_are_kerass_default_distributions_drawn_from_the_seed():
@@ -254,7 +250,7 @@ def test_one_sample_per_call_predicts_what_predict_does(contiguous_run):
     order one sample per call from a reset state, predict what predict() does, and end in the
     state predict() leaves."""
     ns = contiguous_run[0]
-    stream, x = ns["model_stream"], ns["x_stream"]
+    stream, x = ns["model_stream"], ns["x_test"]
     copy = ns["create_model"](stateful=True, batch_size=1)
     copy.set_weights(ns["model_stateful"].get_weights())
     copy.steps_per_execution = 1
@@ -272,7 +268,7 @@ def test_what_the_state_remembers_is_read_from_the_models_own_state(contiguous_r
     holds after the same samples one per call; stateless, each window's state from zeros, whose
     h is what the LSTM layer outputs."""
     ns = contiguous_run[0]
-    x = ns["x_stream"]  # the test set in time order
+    x = ns["x_test"]  # the test set in time order
     states = ns["states_after_each_sample"](ns["model_stateful"], x)
     stream = ns["model_stream"]
     stream.layers[0].reset_state()
@@ -292,8 +288,9 @@ def test_the_memory_readout_is_what_an_independent_least_squares_gives(contiguou
     ns, _, metrics, _ = contiguous_run
     noise = np.random.RandomState(21).uniform(-0.1, 0.1, 90 + 3)  # to_drop = tsteps - 1 = 3
     samples = np.arange(6, 90)  # k up to 6 = max(tsteps, lahead) + 2: every k has its input
+    every_sample = np.concatenate([ns["x_train"], ns["x_test"]])
     for name in ("stateful", "stateless"):
-        states = ns["states_after_each_sample"](ns[f"model_{name}"], ns["x_all"])
+        states = ns["states_after_each_sample"](ns[f"model_{name}"], every_sample)
         design = np.c_[states[samples], np.ones(len(samples))]
         train = samples < len(ns["x_train"])
         for k, r2 in enumerate(metrics[name]["memory_r2"]):
