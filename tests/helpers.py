@@ -23,15 +23,15 @@ def run(*flags, until=None, path=SCRIPT, namespace=None):
     """Run the example as `python lstm_stateful.py FLAGS` or `%run lstm_stateful.py FLAGS` does,
     in this process, and return the namespace it leaves: its data, models, results and figures
     (kept open: see `figures`). With `until`, only the cells before the one headed `## until`,
-    as a learner who runs a notebook cell by cell and stops there. The excepthook the example
-    sets is kept as the namespace's __excepthook__; pass `namespace` to see it after an error."""
+    as a learner who runs a notebook cell by cell and stops there. Pass `namespace` to see what
+    the cells left after an error."""
     source = Path(path).read_text(encoding="utf-8")
     if until:
         heading = re.search(rf"^# %% \[markdown\]\n# ## {re.escape(until)}", source, re.M)
         source = source[: heading.start()]
     namespace = {} if namespace is None else namespace
     namespace |= {"__name__": "__main__", "__file__": str(path), "__figures__": {}}
-    argv, hook, savefig = sys.argv, sys.excepthook, Figure.savefig
+    argv, savefig = sys.argv, Figure.savefig
 
     def recorded(fig, name, *args, **kwargs):  # each figure saved, by its file's name
         namespace["__figures__"][Path(str(name).removesuffix(".partial")).name] = fig
@@ -40,9 +40,8 @@ def run(*flags, until=None, path=SCRIPT, namespace=None):
     sys.argv, Figure.savefig = [str(path), *flags], recorded
     try:
         exec(compile(source, str(path), "exec"), namespace)
-    finally:  # what the example sets for the process it runs in; this one is pytest's
-        namespace["__excepthook__"] = sys.excepthook
-        sys.argv, sys.excepthook, Figure.savefig = argv, hook, savefig
+    finally:
+        sys.argv, Figure.savefig = argv, savefig
         plt.close("all")  # the namespace keeps the figures the run saved
     return namespace
 
@@ -107,21 +106,22 @@ def ended(key):
 
 
 def start_default_run():
-    """`python lstm_stateful.py --no-show`: the default run, as the README's numbers are made."""
-    return start("default", [sys.executable, SCRIPT, "--no-show", "--output-dir", "{folder}"])
+    """`python lstm_stateful.py`: the default run, as the README's numbers are made."""
+    return start("default", [sys.executable, SCRIPT, "--output-dir", "{folder}"])
 
 
 # The command line's flags for the runs tests compare: small, and a window of 2.
-SMALL = ["--input-len", "120", "--epochs", "2", "--tsteps", "3", "--lahead", "2", "--no-show"]
+SMALL = ["--input-len", "120", "--epochs", "2", "--tsteps", "3", "--lahead", "2"]
 
 
 def start_command_line_runs(backend):
     """On `backend`, at once: `python -m cProfile lstm_stateful.py SMALL`, and `python sweep.py`
-    with the same flags, which runs `python lstm_stateful.py SMALL`."""
+    over tsteps 2 then 3 with the same flags, in one worker process: its second run, SMALL's
+    flags, runs where Keras has run the example before."""
     profiled = [sys.executable, "-m", "cProfile", "-o", "{folder}/profile", SCRIPT, *SMALL]
-    swept = [sys.executable, ROOT / "sweep.py", "--tsteps", "3", "--lahead", "2", *SMALL[:4]]
+    swept = [sys.executable, ROOT / "sweep.py", "--tsteps", "2", "3", "--lahead", "2", *SMALL[:4]]
     profiled += ["--output-dir", "{folder}/profiled"]
-    swept += ["--output-dir", "{folder}/sweep"]
+    swept += ["--jobs", "1", "--output-dir", "{folder}/sweep"]
     return start(backend, profiled, swept, backend=backend)
 
 
@@ -136,4 +136,4 @@ def require(module):
 
 # The example's Setup cell, run before anything in this process imports Keras: Keras (and
 # TensorFlow, with the settings the example makes before it loads) is loaded as in its runs.
-run(until="Editable parameters")
+run(until="Parameters")
