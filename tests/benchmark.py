@@ -6,7 +6,7 @@
     python tests/benchmark.py --original lstm_stateful_keras2.py --backends tensorflow
     python tests/benchmark.py -- --tsteps 3 --lahead 3  # flags for the example
 
---against PATH runs another copy of the example (an earlier commit's, say: `git show
+--against PATH [PATH ...] runs other copies of the example (an earlier commit's, say: `git show
 REV:lstm_stateful.py > old.py`) with the same flags, on each backend. --original PATH runs the
 Keras 2 original, as its authors wrote it, which you fetch yourself (docs/changes.md says where
 it lives) and which needs `pip install tf_keras`. Runs alternate, so that a slow spell of the
@@ -46,7 +46,7 @@ def one_run(command, env, folder):
 def kinds(backends, against, original, flags):
     """(label, command, environment) of every kind of run to time."""
     env = {**os.environ, "MPLBACKEND": "Agg"}  # figures saved, never shown
-    scripts = [("this", SCRIPT)] + ([("against", Path(against).resolve())] if against else [])
+    scripts = [("this", SCRIPT)] + [(Path(path).stem, Path(path).resolve()) for path in against]
     runs = [
         (
             f"{backend} {name}",
@@ -68,7 +68,8 @@ def main():
     parser.add_argument(
         "--backends", nargs="+", default=[os.environ.get("KERAS_BACKEND", "tensorflow")]
     )
-    parser.add_argument("--against", metavar="PATH", help="another lstm_stateful.py to time")
+    parser.add_argument("--against", metavar="PATH", nargs="+", default=[],
+                        help="other versions of lstm_stateful.py to time")  # fmt: skip
     parser.add_argument("--original", metavar="PATH", help="the Keras 2 original, fetched")
     args, flags = parser.parse_known_args()
     flags = [flag for flag in flags if flag != "--"]

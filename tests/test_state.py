@@ -307,16 +307,15 @@ def test_a_model_converges_when_it_recovers_half_the_floor_or_r2_reaches_0_8(con
     its R²; where the window shows every input (no floor), R² 0.75 has not and 0.85 has."""
     ns = contiguous_run[0]
     expected, unseen = ns["expected"], ns["expected"] - ns["best_without_state"]
-    nothing_skipped = np.zeros(len(expected), bool)
     for recovered, converged in ((0.45, False), (0.55, True), (0.0, False)):
-        m = ns["score"](expected - np.sqrt(1 - recovered) * unseen, nothing_skipped)
+        m = ns["score"](expected - np.sqrt(1 - recovered) * unseen, 0)
         assert m["recovered"] == pytest.approx(recovered) and m["converged"] is converged
     noise = np.random.RandomState(0).normal(0, 1, len(expected))
     noise *= np.sqrt(np.var(expected) / np.mean(noise**2))  # R² 1 - share of this noise's power
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(ns, "best_without_state", expected)  # as where lahead >= tsteps
         for r2, converged in ((0.75, False), (0.85, True)):
-            m = ns["score"](expected - np.sqrt(1 - r2) * noise, nothing_skipped)
+            m = ns["score"](expected - np.sqrt(1 - r2) * noise, 0)
             assert m["recovered"] is None and m["converged"] is converged
             assert m["r2"] == pytest.approx(r2)
 
