@@ -187,6 +187,7 @@ def main():
     parser.add_argument("--scheduler", help="a Dask scheduler's address, to run on its workers")
     parser.add_argument("--output-dir", default="outputs/sweep", help="sweep.json, sweep.png")
     args, flags = parser.parse_known_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does
     output_dir = pathlib.Path(args.output_dir)
     try:
         (output_dir / "runs").mkdir(parents=True, exist_ok=True)

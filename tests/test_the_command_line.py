@@ -472,9 +472,10 @@ def test_the_sweep_figure_counts_the_seeds_that_agree_and_colours_by_their_share
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, Linux's /proc")
-def test_ctrl_c_in_a_sweep_keeps_the_runs_done(tmp_path):
-    """Ctrl-C after the first run, while the second waits: one line, status 130, and the first
-    run in sweep.json and sweep.png, each whole."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_in_a_sweep_keeps_the_runs_done(stop, tmp_path):
+    """Ctrl-C (or `kill`) after two runs, while two wait in the workers: one line, status 130,
+    the runs done in sweep.json and sweep.png, each whole, and no worker process left."""
     stand_in = tmp_path / "stand_in.py"
     stand_in.write_text(STAND_IN)
     code = f"import sys, pathlib\nsys.path.insert(0, {str(ROOT)!r})\nimport sweep\n"
@@ -492,7 +493,7 @@ def test_ctrl_c_in_a_sweep_keeps_the_runs_done(tmp_path):
     for line in process.stdout:
         if line.startswith("[2/4]"):  # both tsteps-2 runs done and saved: now press Ctrl-C
             workers = children(process.pid)
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop)
             break
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130 and err == ""
