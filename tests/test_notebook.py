@@ -26,6 +26,14 @@ def edited(text, output_dir):
     return text
 
 
+def notebook_of_the_script(folder):
+    """The notebook jupytext makes of lstm_stateful.py, as the README says to: its path."""
+    path = folder / "lstm_stateful.ipynb"
+    command = [sys.executable, "-m", "jupytext", "--to", "ipynb", "-o", str(path), str(SCRIPT)]
+    subprocess.run(command, check=True, capture_output=True)
+    return path
+
+
 def images(cell):
     return [o for o in cell.outputs if o.output_type == "display_data" and "image/png" in o.data]
 
@@ -39,13 +47,7 @@ def test_the_example_runs_in_a_jupyter_kernel_cell_by_cell_by_run_and_pasted(
     import nbclient
     import nbformat
 
-    notebook_path = tmp_path / "lstm_stateful.ipynb"
-    subprocess.run(
-        [sys.executable, "-m", "jupytext", "--to", "ipynb", "-o", str(notebook_path), str(SCRIPT)],
-        check=True,
-        capture_output=True,
-    )
-    notebook = nbformat.read(notebook_path, as_version=4)
+    notebook = nbformat.read(notebook_of_the_script(tmp_path), as_version=4)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     text = [cell for cell in notebook.cells if cell.cell_type == "markdown"]
     assert len(code) >= 8 and len(text) >= 6
@@ -105,12 +107,7 @@ def test_papermill_runs_the_notebook_with_other_parameters(tmp_path):
     converge."""
     for module in ("ipykernel", "jupytext", "papermill", "tensorflow"):
         require(module)
-    notebook = tmp_path / "lstm_stateful.ipynb"
-    subprocess.run(
-        [sys.executable, "-m", "jupytext", "--to", "ipynb", "-o", str(notebook), str(SCRIPT)],
-        check=True,
-        capture_output=True,
-    )
+    notebook = notebook_of_the_script(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "papermill", str(notebook), str(tmp_path / "ran.ipynb")]
         + ["-p", "tsteps", "3", "-p", "lahead", "3", "-p", "output_dir", str(tmp_path / "out")]
