@@ -247,7 +247,9 @@ def test_ctrl_c_leaves_only_whole_files(at, tmp_path):
             "def summary(*a, **k):\n    real(*a, **k)\n    os.kill(os.getpid(), signal.SIGINT)\n"
         )
         hook += "keras.Model.summary = summary"
-    done = new_process(*TINY, "--output-dir", str(tmp_path), before=f"import os, signal\n{hook}")
+    # Python's own Ctrl-C handler, as in a terminal (a runner in the background ignores SIGINT)
+    hook = f"import os, signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n{hook}"
+    done = new_process(*TINY, "--output-dir", str(tmp_path), before=hook)
     assert done.returncode == -signal.SIGINT and "KeyboardInterrupt" in done.stderr
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == (["input.png.partial"] if at == "input.png" else ["input.png"])
