@@ -301,7 +301,11 @@ def test_each_model_trains_and_is_scored_on_the_layouts_batches(contiguous_run):
             np.testing.assert_array_equal(c["x"], in_batches(x_test, 3))
             assert c["steps"] == 1  # one step per call (fused, TensorFlow's predict is slow)
     np.testing.assert_allclose(ns["expected"], y_test[:, 0], atol=1e-16)  # back in time order
-    assert metrics["params"]["learning_rate"] == 0.002
+    assert metrics["params"]["learning_rate"] == 0.002 and metrics["params"]["seed"] == 21
+    assert set(metrics["params"]) == {  # every parameter but where the files go
+        *("input_len", "tsteps", "lahead", "batch_size", "epochs", "seed", "layout"),
+        *("window_order", "learning_rate"),
+    }
     assert (metrics["params"]["layout"], metrics["params"]["window_order"]) == (
         *("contiguous", "oldest-first"),
     )
