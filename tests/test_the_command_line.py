@@ -167,6 +167,8 @@ def test_the_command_line_repeats_exactly_and_the_sweep_runs_it(backend):
     run_log = (folder / "sweep" / "runs" / "tsteps3-lahead2" / "log.txt").read_text()
     assert run_log.startswith("*" * 33 + "\nSTATELESS LSTM WILL NOT CONVERGE\n")
     assert f"on {backend}; seed 1986" in run_log and "Figures and metrics.json written" in run_log
+    # second in its worker, it names its model as a new process does: Keras's session was cleared
+    assert 'Model: "sequential"\n' in run_log and 'Model: "sequential"\n' in stdout
     files = {p.name for p in (folder / "sweep" / "runs" / "tsteps3-lahead2").iterdir()}
     assert files == {"input.png", "results.png", "memory.png", "metrics.json", "log.txt"}
     sweep_out = outputs[1][0].splitlines()
