@@ -1,120 +1,224 @@
-"""The example's claim over a grid of tsteps x lahead, and over seeds, on every core or a cluster.
+"""Run lstm_stateful.py with other values: one run, or a grid of tsteps x lahead x seed.
 
-    python sweep.py --tsteps 1 2 4 --lahead 1 2 4
-    python sweep.py --tsteps 1 2 4 6 8 --lahead 1 2 4 6 8 --seeds 1 2 3 4 5
-    python sweep.py --tsteps 1 2 --lahead 1 2 --window-order oldest-first --epochs 2 --jobs 1
+    python sweep.py --tsteps 3 --lahead 3
+    python sweep.py --tsteps 1 2 4 --lahead 1 2 4 --seed 1 2 3
     python sweep.py --tsteps 1 2 4 --lahead 1 2 4 --scheduler tcp://HOST:8786
 
-Each run is the example, run as `python lstm_stateful.py --tsteps T --lahead L [--seed S] FLAGS`
-runs it, in a worker process that keeps Keras loaded from one run to the next: --jobs processes
-on this machine (default: one per core), or, with --scheduler, the workers of a Dask cluster
-(`pip install -r requirements-cluster.txt`; each worker started with `--nthreads 1`). Any flag
-not listed here is the example's and goes to every run. Each run's figures, metrics.json and
-log.txt land in OUTPUT_DIR/runs/<its cell>/ on this machine; after each run OUTPUT_DIR/sweep.json
-({"cells": [...]}: what each run's metrics.json holds) and OUTPUT_DIR/sweep.png are written
-again, so that Ctrl-C keeps the runs done. sweep.png shows per cell how many seeds agree with
-the example's claim, coloured by that share, and each model's median and worst verdict.
+Each run is the lesson as papermill runs a notebook: its source, with the run's values
+assigned in a cell right after its Parameters cell, run top to bottom in a new Python
+process. A last cell, this file's `write_metrics`, saves what the lesson computed. The
+runs go --jobs at a time on this machine, or to the workers of a Dask cluster
+(--scheduler). Each run's figures, log.txt and metrics.json land in
+OUTPUT_DIR/runs/<its name>/. After each run, OUTPUT_DIR/sweep.json (every run's
+metrics.json) and OUTPUT_DIR/sweep.png (the claim, cell by cell) are written again, so
+that Ctrl-C keeps the runs done.
 """
 
 import argparse
+import ast
 import concurrent.futures
-import contextlib
+import inspect
 import io
 import json
-import multiprocessing
+import math
 import os
 import pathlib
-import runpy
+import re
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-import uuid
 
-import numpy as np
-from matplotlib.figure import Figure
-
-EXAMPLE = pathlib.Path(__file__).with_name("lstm_stateful.py")
+LESSON = pathlib.Path(__file__).with_name("lstm_stateful.py")
 MODELS = ("stateful", "stateless")
-STARTS = "lstm_stateful-sweep-starts"  # the Dask event topic: each run says when it starts
+CHOICES = {
+    "layout": ["interleaved", "contiguous"],
+    "window_order": ["newest-first", "oldest-first"],
+}
+GRID = ("tsteps", "lahead", "seed")  # the parameters that take several values
+RAISED = 3  # the exit status of a run whose lesson raised an exception
 
 
-def run_example(source, argv, start_event=None):
-    """Run the example (its source text) once in this process, as `python lstm_stateful.py ARGV`
-    does, into a temporary folder. Returns its exit status and the files it wrote, by name, with
-    what it printed as log.txt. Nothing of the run stays for the next one: its namespace is its
-    own, and Keras's session and the figures are cleared after it."""
-    if start_event is not None:  # on a Dask worker: the sweep counts the starts of each run
-        from distributed import get_worker
-
-        get_worker().log_event(STARTS, start_event)
-    import matplotlib.pyplot as plt
-
-    plt.switch_backend("Agg")  # figures saved, never shown
-    log, status, argv_before = io.StringIO(), 0, sys.argv
-    with tempfile.TemporaryDirectory() as folder:
-        script, output_dir = pathlib.Path(folder, "lstm_stateful.py"), pathlib.Path(folder, "out")
-        script.write_text(source, encoding="utf-8")
-        sys.argv = [str(script), *argv, "--output-dir", str(output_dir)]
-        try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                runpy.run_path(str(script), run_name="__main__")
-        except SystemExit as stop:  # a refusal: exit status 2
-            status = stop.code if isinstance(stop.code, int) else 1
-        finally:
-            sys.argv = argv_before
-            plt.close("all")
-            if "keras" in sys.modules:
-                sys.modules["keras"].utils.clear_session()
-        files = {path.name: path.read_bytes() for path in output_dir.glob("*")}
-    return status, files | {"log.txt": log.getvalue().encode()}
+def parameters(source):
+    """The lesson's Parameters cell: {name: (default, its comment)}, in order."""
+    cell = re.search(r'^# %% tags=\["parameters"\]\n(.*?)^# %%', source, re.M | re.S)
+    lines = re.findall(r"^(\w+) = (.+?)  # (.+)$", cell.group(1), re.M)
+    return {name: (ast.literal_eval(value), text) for name, value, text in lines}
 
 
-def leave_ctrl_c_to_the_sweep():
-    """A local worker's start: Ctrl-C in a terminal reaches every process; the sweep stops them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def with_values(source, values):
+    """The lesson's source with `values` assigned in a cell right after its Parameters
+    cell, as papermill injects a notebook's parameters."""
+    cell = re.search(r'^# %% tags=\["parameters"\]\n.*?(?=^# %%)', source, re.M | re.S)
+    assignments = "".join(f"{name} = {value!r}\n" for name, value in values.items())
+    injected = f'# %% tags=["injected-parameters"]\n{assignments}\n'
+    return source[: cell.end()] + injected + source[cell.end() :]
 
 
-def positive(text):
-    """An integer from 1 up, for argparse."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
+def write_metrics(namespace, names):
+    """The lesson's last cell in a sweep: its parameters and scores, in metrics.json in
+    its output_dir. (sweep.py appends this function's source to the lesson.)"""
+    import json
+    import os
+
+    keras = namespace["keras"]
+
+    def plain(value):  # numpy's numbers and arrays as JSON's
+        return value.tolist() if hasattr(value, "tolist") else value
+
+    params = {name: namespace[name] for name in names}
+    metrics = {"backend": keras.backend.backend(), "keras": keras.version()}
+    metrics |= {"params": params, "agrees": bool(namespace["agrees"])}
+    epochs = namespace["history_stateful"]  # a fit() per epoch
+    losses = {"stateless": namespace["history_stateless"]}
+    losses["stateful"] = {key: [h[key][0] for h in epochs] for key in epochs[0]}
+    for name, scores in namespace["results"].items():
+        scores = {
+            key: plain(value) for key, value in scores.items() if key != "residual"
+        }
+        metrics[name] = scores | losses.get(name, {})
+    path = os.path.join(namespace["output_dir"], "metrics.json")
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(metrics, file, indent=2)
 
 
-def seed(text):
-    """A seed numpy takes: an integer from 0 to 2**32 - 1, for argparse."""
-    value = int(text)
-    if not 0 <= value < 2**32:
-        raise ValueError(text)
-    return value
+def program(source, values):
+    """What a run executes: the lesson with its values, then write_metrics."""
+    names = [name for name in parameters(source) if name != "output_dir"]
+    last = f"\n# %%\n{inspect.getsource(write_metrics)}\n"
+    last += f"write_metrics(globals(), {names!r})\n"
+    return with_values(source, values) + last
+
+
+# A run's process. It exits when its standard input closes, which happens when the
+# process that started it (the sweep, or a Dask worker) ends, however it ends.
+CHILD = """\
+import os, runpy, sys, threading, traceback
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(1)), daemon=True).start()
+try:
+    runpy.run_path(sys.argv[1], run_name="__main__")
+except BaseException:
+    traceback.print_exc()
+    sys.stdout.flush()
+    os._exit(3)  # RAISED
+"""
+
+
+def run(code, started=None, attempts=3):
+    """Run `code` in a new Python process, in a temporary folder, its output_dir "out".
+    Returns its exit status, the files it wrote (log.txt: what it printed) and how many
+    times it started. A process that dies (killed for want of memory, say) starts again,
+    up to `attempts` times. `started(process)` is told of each process as it starts;
+    where it returns False, the run ends there."""
+    env = {**os.environ, "MPLBACKEND": "Agg"}  # figures saved, never shown
+    for attempt in range(1, attempts + 1):
+        with tempfile.TemporaryDirectory() as folder:
+            script, out = pathlib.Path(folder, "lesson.py"), pathlib.Path(folder, "out")
+            script.write_text(code, encoding="utf-8")
+            with open(out.with_name("log.txt"), "wb") as log:
+                child = subprocess.Popen(
+                    [sys.executable, "-c", CHILD, str(script)],
+                    stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=folder, env=env,
+                )  # fmt: skip
+                with child:  # closes its standard input when it ends
+                    if started is not None and not started(child):
+                        return None, {}, attempt
+                    status = child.wait()
+            files = {path.name: path.read_bytes() for path in out.glob("*")}
+            files["log.txt"] = out.with_name("log.txt").read_bytes()
+        if status in (0, RAISED):
+            break
+    return status, files, attempt
+
+
+class LocalRuns:
+    """The processes of this machine's runs, killed all at once by stop()."""
+
+    def __init__(self):
+        self.lock, self.processes, self.stopped = threading.Lock(), set(), False
+
+    def started(self, process):
+        with self.lock:
+            if self.stopped:
+                process.kill()
+            self.processes.add(process)
+            return not self.stopped
+
+    def stop(self):
+        with self.lock:
+            self.stopped = True
+            for process in self.processes:
+                process.kill()
+
+
+def physical_memory():
+    """This machine's memory in bytes, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except AttributeError:  # Windows has no os.sysconf
+        import ctypes
+
+        kilobytes = ctypes.c_ulonglong()
+        kernel32 = ctypes.windll.kernel32
+        if kernel32.GetPhysicallyInstalledSystemMemory(ctypes.byref(kilobytes)):
+            return kilobytes.value * 1024
+    except (ValueError, OSError):  # a system that does not say
+        pass
+    return None
+
+
+def memory_needed(values):
+    """About how many bytes a run of the lesson takes at its peak (docs/speed.md)."""
+    input_len, lahead = values["input_len"], values["lahead"]
+    return 2**30 + 2000 * input_len + 100 * input_len * lahead
+
+
+def size(number):
+    """Bytes, for people: 9.7 TiB."""
+    exponent = min(int(math.log(max(number, 1), 1024)), 4)
+    unit = ["bytes", "KiB", "MiB", "GiB", "TiB"][exponent]
+    return f"{number / 1024**exponent:.1f} {unit}"
 
 
 def verdict(runs, name):
-    """One model's verdict in a cell, as the example prints it: the share of the floor it
-    recovered, or R² where the window shows every input (no floor); over seeds, the median and
-    the worst seed's."""
+    """One model's verdict in a cell, as the lesson prints it: the share of the floor it
+    recovered, or R² where the window shows every input (no floor). Over seeds, the
+    median and the worst seed's."""
     scores = [run[name] for run in runs]
-    key, unit = ("r2", "R² {:.3f}") if scores[0]["recovered"] is None else ("recovered", "{:.1%}")
+    key, unit = (
+        ("r2", "R² {:.3f}")
+        if scores[0]["recovered"] is None
+        else ("recovered", "{:.1%}")
+    )
     values = [score[key] for score in scores]
     if len(runs) == 1:
-        return f"{name}: {unit.format(values[0])}" + (" recovered" if key == "recovered" else "")
+        return f"{name}: {unit.format(values[0])}" + (
+            " recovered" if key == "recovered" else ""
+        )
     median, worst = unit.format(statistics.median(values)), unit.format(min(values))
     return f"{name}: median {median}, worst {worst}"
 
 
 def plot(runs, tsteps, lahead):
-    """Each cell: the share of its seeds whose run agrees with the claim (green: all, red: none;
-    blank: not run yet), how many, and each model's verdict."""
+    """Each cell: the share of its seeds whose run agrees with the claim (green: all,
+    red: none; blank: not run yet), how many, and each model's verdict."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
     share = np.full((len(tsteps), len(lahead)), np.nan)
-    size = (max(8, 2.6 * len(lahead) + 2.5), 1.3 * len(tsteps) + 1.8)
-    fig = Figure(figsize=size, layout="constrained")
+    fig = Figure(figsize=(max(8, 2.6 * len(lahead) + 2.5), 1.3 * len(tsteps) + 1.8))
+    fig.set_layout_engine("constrained")
     ax = fig.add_subplot()
     for row, t in enumerate(tsteps):
         for col, la in enumerate(lahead):
-            cell = [r for r in runs if (r["params"]["tsteps"], r["params"]["lahead"]) == (t, la)]
+            cell = [
+                r
+                for r in runs
+                if (r["params"]["tsteps"], r["params"]["lahead"]) == (t, la)
+            ]
             if not cell:
                 continue
             agree = sum(r["agrees"] for r in cell)
@@ -122,155 +226,217 @@ def plot(runs, tsteps, lahead):
             lines = [f"{agree}/{len(cell)} agree"] if len(cell) > 1 else []
             lines += [verdict(cell, name) for name in MODELS]
             ax.text(col, row, "\n".join(lines), ha="center", va="center", fontsize=8)
-    image = ax.imshow(share, origin="lower", cmap="RdYlGn", vmin=-0.25, vmax=1.25, aspect="auto")
+    image = ax.imshow(
+        share, origin="lower", cmap="RdYlGn", vmin=-0.25, vmax=1.25, aspect="auto"
+    )
     key = fig.colorbar(image, ax=ax, ticks=[0, 0.5, 1], shrink=0.9)
     key.ax.set_ylim(0, 1)  # the share runs from 0 to 1; the colours, wider, stay mild
-    key.set_label("share of seeds whose run agrees with the claim\n(not how well a model fits)")
+    key.set_label(
+        "share of seeds whose run agrees with the claim\n(not how well a model fits)"
+    )
     ax.set_xticks(range(len(lahead)), lahead)
     ax.set_yticks(range(len(tsteps)), tsteps)
-    ax.set(xlabel="lahead (input window), one column per value run, not to scale",
+    ax.set(xlabel="lahead (inputs in a window), one column per value run, not to scale",
            ylabel="tsteps (inputs in the mean), one row per value")  # fmt: skip
-    first = runs[0]["params"]
-    seeds = sorted({r["params"]["seed"] for r in runs})
+    first, seeds = runs[0]["params"], sorted({r["params"]["seed"] for r in runs})
     ax.set_title(
-        "The claim (only the stateful model converges when lahead < tsteps, both when lahead >= "
-        "tsteps), cell by cell:\ngreen where the runs agree with it, red where they do not "
-        f"({first['window_order']} windows, learning rate {first['learning_rate']}, "
-        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})",
+        "The claim (only the stateful model converges when lahead < tsteps, both "
+        "when lahead >= tsteps), cell by cell:\ngreen where the runs agree with it, "
+        f"red where they do not ({first['window_order']} windows, learning rate "
+        f"{first['learning_rate']}, seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))})",
         fontsize=9,
     )
     return fig
 
 
 def write_whole(path, content):
-    """Write bytes under a temporary name, then rename: Ctrl-C never leaves half a file."""
+    """Write bytes under a temporary name, then rename it: never half a file."""
     pathlib.Path(f"{path}.partial").write_bytes(content)
     os.replace(f"{path}.partial", path)
 
 
 def save(runs, output_dir, tsteps, lahead):
     """sweep.json and sweep.png, each written whole."""
-    write_whole(output_dir / "sweep.json", json.dumps({"cells": runs}, indent=2).encode())
+    write_whole(
+        output_dir / "sweep.json", json.dumps({"cells": runs}, indent=2).encode()
+    )
     png = io.BytesIO()
     plot(runs, tsteps, lahead).savefig(png, format="png")
     write_whole(output_dir / "sweep.png", png.getvalue())
 
 
-def report(run, done, total, seconds, retried):
-    """One line per run: its cell and seed, each model's verdict, and the time left."""
+def report(run, done, total, seconds, attempts):
+    """One line per run: its values, each model's verdict, and the time left."""
     params = run["params"]
     models = ", ".join(verdict([run], name) for name in MODELS)
     print(
         f"[{done}/{total}] tsteps={params['tsteps']} lahead={params['lahead']} "
-        f"seed={params['seed']}: {models}: {'agrees' if run['agrees'] else 'DIFFERS'} | "
+        f"seed={params['seed']}: {models}: "
+        f"{'agrees' if run['agrees'] else 'DIFFERS'} | "
         f"{seconds:.0f} s elapsed, about {seconds / done * (total - done):.0f} s left"
-        + (" (retried: its worker died)" if retried else ""),
+        + (f" (its process died; run {attempts} times)" if attempts > 1 else ""),
         flush=True,
     )
 
 
-def main():
+def number(kind, low):
+    """An argparse type: a `kind` from `low` up, finite, below 2**32 (numpy's seeds)."""
+
+    def check(text):
+        value = kind(text)
+        if not low <= value < 2**32:
+            raise ValueError(text)
+        return value
+
+    check.__name__ = kind.__name__  # argparse names the type in its message
+    return check
+
+
+def arguments(lesson):
+    """A flag for each of the lesson's parameters, then the sweep's own."""
     parser = argparse.ArgumentParser(
-        description="The example's claim over tsteps x lahead and seeds; other flags go to "
-        "lstm_stateful.py (see python lstm_stateful.py --help).",
+        description="Run lstm_stateful.py with other values. Each flag sets a value of "
+        "its Parameters cell; tsteps, lahead and seed take several, for a grid.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.error = lambda message: parser.exit(2, f"sweep.py: error: {message}\n")  # one line
-    parser.add_argument("--tsteps", type=positive, nargs="+", default=[1, 2, 3, 4])
-    parser.add_argument("--lahead", type=positive, nargs="+", default=[1, 2, 3, 4])
+    parser.error = lambda message: parser.exit(
+        2, f"sweep.py: error: {message}\n"
+    )  # one line
+    for name, (default, text) in lesson.items():
+        flag, many = f"--{name.replace('_', '-')}", name in GRID
+        options = dict(default=[default] if many else default, help=text)
+        if name in CHOICES:
+            options["choices"] = CHOICES[name]
+        elif name == "output_dir":
+            options |= dict(
+                default="outputs/sweep", help="sweep.json, sweep.png and runs/"
+            )
+        elif isinstance(default, float):
+            options["type"] = number(float, 1e-12)  # a positive rate
+        elif isinstance(default, int):
+            options["type"] = number(int, 0 if name == "seed" else 1)
+        parser.add_argument(flag, nargs="+" if many else None, **options)
+    parser.add_argument("--jobs", type=number(int, 1), default=os.cpu_count() or 1,
+                        help="runs at once on this machine")  # fmt: skip
     parser.add_argument(
-        "--seeds", type=seed, nargs="+", help="seeds of each cell (default: the example's one)"
+        "--scheduler", help="a Dask scheduler's address, to run on its workers"
     )
-    parser.add_argument(
-        "--jobs", type=positive, default=os.cpu_count() or 1, help="runs at once on this machine"
-    )
-    parser.add_argument("--scheduler", help="a Dask scheduler's address, to run on its workers")
-    parser.add_argument("--output-dir", default="outputs/sweep", help="sweep.json, sweep.png")
-    args, flags = parser.parse_known_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it as Ctrl-C does
-    output_dir = pathlib.Path(args.output_dir)
-    try:
-        (output_dir / "runs").mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        parser.error(f"--output-dir {str(output_dir)!r} cannot be written: {error}")
-    source = EXAMPLE.read_text(encoding="utf-8")
+    return parser, parser.parse_args()
 
+
+def main():
+    source = LESSON.read_text(encoding="utf-8")
+    lesson = parameters(source)
+    parser, args = arguments(lesson)
+    values = {name: getattr(args, name) for name in lesson if name != "output_dir"}
+    todo = [
+        values | dict(tsteps=t, lahead=la, seed=s)
+        for t in args.tsteps
+        for la in args.lahead
+        for s in args.seed
+    ]
+    for run_values in todo:  # every run is checked before any starts
+        t, la, bs = run_values["tsteps"], run_values["lahead"], run_values["batch_size"]
+        least = 5 * bs * (max(t, la) + 3)
+        if args.input_len < least:
+            parser.error(
+                f"--input-len {args.input_len} is too short for --tsteps {t} --lahead "
+                f"{la} --batch-size {bs}: it must be at least 5 x batch_size x "
+                f"(max(tsteps, lahead) + 3) = {least}"
+            )
+    at_once = min(args.jobs, len(todo))  # on this machine; a cluster's workers: its own
+    largest = max(todo, key=memory_needed)
+    needed, memory = memory_needed(largest) * at_once, physical_memory()
+    if not args.scheduler and memory is not None and needed > memory:
+        parser.error(
+            f"--input-len {largest['input_len']} --lahead {largest['lahead']} needs "
+            f"about {size(needed // at_once)} of memory a run, {at_once} at a time; "
+            f"this machine has {size(memory)}"
+        )
     if args.scheduler:
         try:
             from distributed import Client
         except ImportError:
-            parser.error("--scheduler needs Dask: pip install -r requirements-cluster.txt")
+            parser.error(
+                "--scheduler needs Dask: pip install -r requirements-cluster.txt"
+            )
         try:
             client = Client(args.scheduler, timeout="10s")
         except OSError as error:
             parser.error(f"--scheduler {args.scheduler}: {error}")
-        threads = {w["nthreads"] for w in client.scheduler_info()["workers"].values()}
-        if threads - {1}:  # a worker's runs share its process: one at a time
-            client.close()
-            parser.error("start each Dask worker with --nthreads 1 (one run at a time)")
-        executor, where = client.get_executor(pure=False), f"on the workers of {args.scheduler}"
-        sweep_id = uuid.uuid4().hex  # tells this sweep's starts from other sweeps'
+        executor, where = client.get_executor(pure=False), f"on {args.scheduler}"
     else:
-        context = multiprocessing.get_context("spawn")  # new processes, alike on every system
-        executor = concurrent.futures.ProcessPoolExecutor(
-            args.jobs, mp_context=context, initializer=leave_ctrl_c_to_the_sweep
-        )
-        client, where = None, f"{args.jobs} at a time"
+        client, where = None, f"{at_once} at a time"
+        executor = concurrent.futures.ThreadPoolExecutor(at_once)
+        local = LocalRuns()
 
-    todo = [(t, la, s) for t in args.tsteps for la in args.lahead for s in args.seeds or [None]]
-    seeds = args.seeds or "the example's"
-    print(f"Sweeping tsteps {args.tsteps} x lahead {args.lahead}, seeds {seeds}: ", end="")
-    print(f"{len(todo)} runs, {where}", flush=True)
-    futures = {}
-    for t, la, s in todo:
-        name = f"tsteps{t}-lahead{la}" + ("" if s is None else f"-seed{s}")
-        argv = ["--tsteps", str(t), "--lahead", str(la), *([] if s is None else ["--seed", str(s)])]
-        event = f"{sweep_id}/{name}" if client else None
-        futures[executor.submit(run_example, source, [*argv, *flags], event)] = name
-    runs, began = [], time.perf_counter()
+    output_dir = pathlib.Path(args.output_dir)
     try:
+        (output_dir / "runs").mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except OSError as error:
+        parser.error(f"--output-dir {str(output_dir)!r} cannot be written: {error}")
+
+    def name(run_values):
+        grid = [f"tsteps{run_values['tsteps']}", f"lahead{run_values['lahead']}"]
+        return "-".join(
+            grid + ([f"seed{run_values['seed']}"] if len(args.seed) > 1 else [])
+        )
+
+    runs_of = f"{len(todo)} run{'s' if len(todo) > 1 else ''} of lstm_stateful.py"
+    print(f"{runs_of}, {where}", flush=True)
+    signal.signal(
+        signal.SIGTERM, signal.default_int_handler
+    )  # `kill` stops it as Ctrl-C
+    runs, futures, began = [], {}, time.perf_counter()
+    try:
+        for run_values in todo:
+            code = program(source, run_values | {"output_dir": "out"})
+            started = None if client else local.started
+            futures[executor.submit(run, code, started)] = name(run_values)
         for future in concurrent.futures.as_completed(futures):
-            name, folder = futures[future], output_dir / "runs" / futures[future]
-            try:
-                status, files = future.result()
-            except Exception as error:  # a local worker that died, say
-                print(f"sweep.py: a run failed ({folder}): {error!r}", file=sys.stderr)
-                return stop(executor, futures, client, 1)
+            status, files, attempts = future.result()
+            folder = output_dir / "runs" / futures[future]
             folder.mkdir(exist_ok=True)
             for file_name, content in files.items():
                 write_whole(folder / file_name, content)
-            if status != 0:  # a bad flag, say: its own line, and no more runs
-                last = files["log.txt"].decode().strip().splitlines()[-1:] or [""]
-                print(f"sweep.py: a run failed ({folder}): {last[0]}", file=sys.stderr)
-                return stop(executor, futures, client, status)
-            run = json.loads(files["metrics.json"])
-            runs.append(run)
-            runs.sort(key=lambda r: [r["params"][k] for k in ("tsteps", "lahead", "seed")])
+            if status != 0:
+                last = (
+                    files["log.txt"].decode(errors="replace").strip().splitlines()[-1:]
+                )
+                died = (
+                    f"its process died {attempts} times"
+                    if status != RAISED
+                    else "failed"
+                )
+                print(f"sweep.py: {folder} {died}: {''.join(last)}", file=sys.stderr)
+                return 1
+            metrics = json.loads(files["metrics.json"])
+            runs.append(metrics)
+            runs.sort(key=lambda run: [run["params"][name] for name in GRID])
             save(runs, output_dir, args.tsteps, args.lahead)
-            starts = [event for _, event in client.get_events(STARTS)] if client else []
-            retried = client is not None and starts.count(f"{sweep_id}/{name}") > 1
-            report(run, len(runs), len(todo), time.perf_counter() - began, retried)
+            seconds = time.perf_counter() - began
+            report(metrics, len(runs), len(todo), seconds, attempts)
+        print(f"sweep.json and sweep.png written to {output_dir}")
+        return 0
     except KeyboardInterrupt:
-        print(
-            f"\nInterrupted: {len(runs)} of {len(todo)} runs done, in {output_dir / 'sweep.json'}"
-        )
-        return stop(executor, futures, client, 130)
-    print(f"sweep.json and sweep.png written to {output_dir}")
-    return stop(executor, futures, client, 0)
-
-
-def stop(executor, futures, client, status):
-    """Cancel the runs not started; end this machine's worker processes, and leave the cluster."""
-    workers = list((getattr(executor, "_processes", None) or {}).values())  # local ones only
-    for future in futures:
-        future.cancel()
-    for process in workers:  # a running run too (ProcessPoolExecutor has no public way to stop
-        process.kill()  # its processes before Python 3.14)
-    executor.shutdown(wait=False)
-    if client is not None:
-        client.close()
-    return status
+        print(f"\nInterrupted: {len(runs)} of {len(todo)} runs done, in {output_dir}")
+        return 130
+    finally:  # whatever ended the sweep: stop what is left of it, uninterrupted
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if client is None:
+            local.stop()
+        for future in futures:
+            future.cancel()
+        executor.shutdown(wait=False)
+        if client is not None:
+            client.close()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before the runs start, or after they end
+        sys.exit(130)
