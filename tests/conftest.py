@@ -1,28 +1,49 @@
-"""Settings for the whole suite, made before any test imports matplotlib or Keras."""
+"""Settings for the whole suite, made before any test imports matplotlib or Keras; the
+runs that several tests read; and the default run, started in a new process as soon as
+the tests are collected, so that it runs beside them."""
 
 import contextlib
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
-# The suite never opens a window that waits for a person, display or not: pyplot (here and in
-# every process a test starts) uses the non-interactive Agg backend, unless a test asks for another.
+ROOT = Path(__file__).resolve().parents[1]
+# No window that waits for a person: pyplot, here and in every process a test starts,
+# uses the non-interactive Agg backend, unless a test asks for another.
 os.environ["MPLBACKEND"] = "Agg"
-# The tests check the example as it runs where the user has set nothing for TensorFlow: it sets
-# these three only where they are unset (the log level's test sets its own).
-for name in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS"):
+# The lesson as it runs where the user has set nothing for TensorFlow.
+for name in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"):
     os.environ.pop(name, None)
 
 
+def pytest_configure(config):
+    # Keras 3's TensorFlow backend converts its variables with numpy's __array__ the old
+    # way; numpy 2 warns of it on each conversion. The tests convert many.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:__array__ implementation doesn't accept a copy keyword",
+    )
+
+
+# A small run: batches of 3 in the contiguous layout, oldest-first windows, a learning
+# rate of its own, 2 epochs.
+SMALL = dict(input_len=105, tsteps=4, lahead=2, batch_size=3, seed=21, epochs=2)
+SMALL |= dict(layout="contiguous", window_order="oldest-first", learning_rate=0.002)
+
+
 @pytest.fixture(scope="session")
-def contiguous_run(tmp_path_factory):
-    """One small run of the whole example in this process, for the tests of test_lstm_stateful.py
-    and test_state.py: batches of 3 in the contiguous layout, oldest-first windows, a learning
-    rate of its own, 2 epochs. Returns its namespace; each fit() and predict() call (its name,
-    the model, x, the keyword arguments, the learning rate, whether the state was zeros, the
-    steps per execution and the weights, as the call began); its metrics.json; what it printed."""
+def small_run(tmp_path_factory):
+    """SMALL, run whole in this process with sweep.py's metrics cell at its end. Returns
+    its namespace; each fit() and predict() call (which, the model, x, the keyword
+    arguments, Adam's rate, whether the state was zeros, the steps per call and the
+    weights, as the call began); its metrics.json; what it printed."""
     import helpers
     import keras
     import numpy as np
@@ -31,54 +52,99 @@ def contiguous_run(tmp_path_factory):
 
     def recorded(name):
         def call(model, x, *args, **kwargs):
-            optimizer = getattr(model, "optimizer", None)  # what the state remembers: none
-            rate = optimizer and float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            lstm, numpy = model.layers[0], keras.ops.convert_to_numpy
-            zeros = lstm.stateful and not any(np.any(numpy(s)) for s in lstm.states)
-            call = dict(call=name, model=model, x=x, kwargs=kwargs, rate=rate, zeros=zeros)
+            lstm = model.layers[0]
+            states = [keras.ops.convert_to_numpy(state) for state in lstm.states or []]
+            rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
             calls.append(
-                call | {"steps": model.steps_per_execution, "weights": model.get_weights()}
+                dict(call=name, model=model, x=x, kwargs=kwargs, rate=rate)
+                | dict(zeros=lstm.stateful and not any(np.any(s) for s in states))
+                | dict(steps=model.steps_per_execution, weights=model.get_weights())
             )
             return real[name](model, x, *args, **kwargs)
 
         return call
 
-    out = tmp_path_factory.mktemp("contiguous")
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(io.StringIO()) as log:
+    out = tmp_path_factory.mktemp("small")
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(io.StringIO()) as log,
+    ):
         for name in real:
             patch.setattr(keras.Model, name, recorded(name))
-        ns = helpers.run(*CONTIGUOUS, f"--output-dir={out}")
+        ns = helpers.run(SMALL | {"output_dir": str(out)}, metrics=True)
     return ns, calls, json.loads((out / "metrics.json").read_text()), log.getvalue()
 
 
-CONTIGUOUS = ["--input-len=90", "--tsteps=4", "--lahead=2", "--batch-size=3", "--seed=21"]
-CONTIGUOUS += ["--layout=contiguous", "--window-order=oldest-first", "--learning-rate=0.002"]
-CONTIGUOUS += ["--epochs=2"]
+# Runs in new processes, started as soon as the tests are collected (if a collected test
+# reads them), so that they run beside the tests: by fixture, the command; then, by
+# fixture, its folder and process.
+COMMANDS = {
+    "default_run": [sys.executable, ROOT / "lstm_stateful.py"],  # as the README runs it
+    "small_sweep": [sys.executable, ROOT / "sweep.py", "--output-dir", "."]
+    + [f"--{name.replace('_', '-')}={value}" for name, value in SMALL.items()],
+}
+STARTED = {}
 
 
 def pytest_collection_finish(session):
-    """Start the runs in new processes that the collected tests read (helpers.py), so that they
-    run beside the tests that run in this process."""
-    import helpers
-    import keras
+    for name, command in COMMANDS.items():
+        if any(name in item.fixturenames for item in session.items):
+            folder = Path(tempfile.mkdtemp(prefix=f"lstm_stateful-{name}-"))
+            with (
+                open(folder / "stdout", "w") as out,
+                open(folder / "stderr", "w") as err,
+            ):
+                STARTED[name] = (
+                    folder,
+                    subprocess.Popen(
+                        command,
+                        cwd=folder,
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,
+                    ),
+                )
 
-    names = [(item.nodeid, item.fixturenames) for item in session.items]
-    if any("default_run" in fixtures for _, fixtures in names):
-        helpers.start_default_run()
-    if any("test_the_command_line_repeats" in nodeid for nodeid, _ in names):
-        if keras.backend.backend() in helpers.BACKENDS:
-            helpers.start_command_line_runs(keras.backend.backend())
+
+def ended(name):
+    """What the run printed, and its folder, once it has ended."""
+    folder, process = STARTED[name]
+    assert process.wait(timeout=900) == 0, (folder / "stderr").read_text()[-3000:]
+    return (folder / "stdout").read_text(), folder
+
+
+@pytest.fixture(scope="session")
+def default_run():
+    """`python lstm_stateful.py` in a folder of its own: what it printed, the folder."""
+    return ended("default_run")
+
+
+@pytest.fixture(scope="session")
+def small_sweep():
+    """`python sweep.py` with SMALL's values: what it printed, and its folder."""
+    return ended("small_sweep")
 
 
 def pytest_sessionfinish(session):
-    """Stop what is still running of those runs, and remove their folders."""
-    import shutil
-
+    """Stop the runs that still run, and remove their folders."""
     import helpers
 
-    for folder, processes in helpers.STARTED.values():
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    for folder, process in STARTED.values():
+        helpers.stop(process)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """sweep.py copied beside a stand-in lesson with the lesson's Parameters cell; the
+    folder the stand-in writes to, in STAND_IN (helpers.py)."""
+    import helpers
+
+    cell = helpers.LESSON.read_text().split('tags=["parameters"]\n')[1].split("# %%")[0]
+    shutil.copy(ROOT / "sweep.py", tmp_path / "sweep.py")
+    stand_in = helpers.STAND_IN.format(parameters=cell.strip())
+    (tmp_path / "lstm_stateful.py").write_text(stand_in)
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    monkeypatch.setenv("STAND_IN", str(watched))
+    return tmp_path
