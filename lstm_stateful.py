@@ -21,19 +21,19 @@
 # We test this on a made-up series. The input is uniform noise. The target at each step
 # is the mean of the last `tsteps` inputs: with `tsteps = 2`, the inputs `1, 2, 3, 4, 5`
 # give the targets `1.5, 2.5, 3.5, 4.5`. Each sample shows the model a window of the
-# last `lahead` inputs (the original's name; read it as "the window's length"). With
-# `lahead = 3`, the windows of `1, 2, 3, 4, 5` are `3, 2, 1` / `4, 3, 2` / `5, 4, 3`.
+# last `lahead` inputs (read it as "the window's length"). With `lahead = 3`, the
+# windows of `1, 2, 3, 4, 5` are `3, 2, 1` / `4, 3, 2` / `5, 4, 3`.
 #
 # The claim: when `lahead < tsteps`, the window misses inputs of the mean. A stateless
-# LSTM cannot know them, and a stateful LSTM can learn to remember them. When `lahead >=
-# tsteps`, the window holds every input of the mean, and both models fit.
+# LSTM cannot know them, and a stateful LSTM can learn to remember them. When
+# `lahead >= tsteps`, the window holds every input of the mean, and both models fit.
 
 # %% [markdown]
 # ## Setup
 #
-# TensorFlow reads its settings as it loads, so we set them before importing Keras.
-# Keras runs on TensorFlow unless the `KERAS_BACKEND` environment variable says `jax` or
-# `torch`.
+# TensorFlow reads its settings as it loads, so we set them before importing Keras. It
+# still prints a few lines as it loads. Keras runs on TensorFlow unless the
+# `KERAS_BACKEND` environment variable says `jax` or `torch`.
 
 # %%
 import os
@@ -44,13 +44,13 @@ import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow logs fatal errors only
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # and no note about oneDNN
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")  # ops in turn, so runs repeat
 import keras  # noqa: E402  (after the settings)
 
 # %% [markdown]
 # ## Parameters
 #
-# The defaults are the original example's experiment. Edit them here and run the cells
-# again.
+# The defaults are the original's experiment. Edit them and run the cells again.
 
 # %% tags=["parameters"]
 input_len = 1000  # length of the series to learn from
@@ -58,7 +58,7 @@ tsteps = 2  # the target is the mean of the last tsteps inputs
 lahead = 1  # each sample is a window of the last lahead inputs
 batch_size = 1  # samples per batch, each in its own slot with its own state
 epochs = 10  # passes over the training set
-seed = 1986  # the original's seed: the noise and the initial weights
+seed = 1986  # for the noise and the initial weights
 layout = "interleaved"  # which sample goes to which slot: or "contiguous"
 window_order = "newest-first"  # the inputs in a window: or "oldest-first"
 learning_rate = 0.001  # Adam's step size
@@ -70,7 +70,7 @@ output_dir = "outputs"  # where the figures go
 # The banner says what the original expects of the stateless model. The first
 # `max(tsteps, lahead) - 1` inputs have no full mean or no full window, so we draw that
 # many more and drop them. In the printed tables, column `i` of the input holds the
-# input `i` steps back: the windows come newest first, as in the original.
+# input `i` steps back. The windows come newest first, as in the original.
 
 # %%
 stateless_can_fit = lahead >= tsteps
@@ -109,10 +109,12 @@ fig.savefig(os.path.join(output_dir, "input.png"))  # shown at the end, not here
 # `fit()` writes back only those variables, so the state never moves and the model
 # trains as a stateless one. On PyTorch, some Keras versions overwrite the state while
 # autograd still needs it, and `fit()` raises an error. TensorFlow carries the state as
-# documented, so there we use Keras's own `LSTM`, as the original did.
+# documented.
 #
-# On JAX and PyTorch, `StatefulLSTM` fixes both. It lists the state among the layer's
-# variables (not among its weights), and each call starts from a copy of the state.
+# `StatefulLSTM` fixes both. It lists the state among the layer's variables (not among
+# its weights), and each call starts from a copy of the state. The models below use
+# `LSTM`, which is Keras's own on TensorFlow, as in the original, and `StatefulLSTM` on
+# JAX and PyTorch.
 
 
 # %%
@@ -135,12 +137,11 @@ LSTM = keras.layers.LSTM if keras.backend.backend() == "tensorflow" else Statefu
 # As in the original, each model is an LSTM of 20 units and a `Dense` output, trained
 # with Adam on the mean squared error. A stateful model keeps a state per slot, so its
 # batch size is part of its input shape. We seed Keras before building each model, so
-# both models start from the same weights. The summary counts the weights only: the
-# state is not one.
+# both models start from the same weights. The summary counts the weights only, and the
+# state is not a weight.
 #
-# The batches hold one sample, so a training step is tiny, and running each step from
-# Python would take most of the time. So Keras runs many steps per call (PyTorch allows
-# only one).
+# A training step on one sample is tiny, so Keras runs many steps per call (PyTorch
+# allows only one). One step per call would spend most of the time in Python.
 
 # %%
 steps_per_call = 1 if keras.backend.backend() == "torch" else 100
@@ -212,7 +213,14 @@ test = (to_layout(x_test), to_layout(y_test))
 # series, which follows nothing.
 #
 # The gradient stops at the start of each batch (truncated backpropagation through
-# time). Each epoch prints a line: watch `val_loss`, the loss on the test set.
+# time). With one step per sample, no loss sees how the state it reads was written. The
+# state remembers anyway. With its random initial weights, an LSTM's state already keeps
+# a fading trace of its last few inputs. Training teaches each step to read that trace,
+# and the trace sharpens. An input further back than the trace reaches is another
+# matter. To learn to keep it, the model needs samples long enough for the gradient to
+# cross the gap (docs/why.md).
+#
+# Each epoch prints a line: watch `val_loss`, the loss on the test set.
 
 # %%
 print("Training")
@@ -224,15 +232,15 @@ for epoch in range(epochs):
     model_stateful.layers[0].reset_state()
 
 print("Predicting")
-model_stateful.steps_per_execution = 1  # predict() traces every step of a call: slow
+model_stateful.steps_per_execution = 1  # many steps a call make predict() slow
 predicted = model_stateful.predict(test[0], batch_size=batch_size, verbose=0)
 predicted_stateful = to_layout(predicted, undo=True)[:, 0]
 
 # %% [markdown]
 # ## The stateless model
 #
-# The same model without state, trained the usual way: one `fit()` for all epochs. Every
-# window starts from zeros, so the model knows only the `lahead` inputs it is shown.
+# The same model without state, trained with one `fit()` for all epochs. Every window
+# starts from zeros, so the model knows only the `lahead` inputs it is shown.
 
 # %%
 print("Creating Stateless Model...")
@@ -253,20 +261,26 @@ predicted_stateless = to_layout(predicted, undo=True)[:, 0]
 # The grey line is what the window cannot show. A model without state can at best guess
 # the mean from the inputs it sees, taking the unseen ones as zero, their average. That
 # guess is the window's sum divided by `tsteps`, and the grey line is its residual. Its
-# mean square is the *floor*: on average, no stateless model does better. Where `lahead
-# < tsteps`, look for the stateless residual to follow the grey line and the stateful
-# one to stay near zero.
+# mean square is the *floor*. On average, no stateless model does better. Where
+# `lahead < tsteps`, look for the stateless residual to follow the grey line and the
+# stateful one to stay near zero.
 #
 # The stateful model starts each stream of the test set from a reset state. The first
 # `tsteps - 1` points of each stream need inputs from before the reset, so we leave them
 # out of its score, as the original left them out of its plot.
 #
-# A model *recovers* the share of the floor it removes: 1 minus its test error divided
+# A model *recovers* the share of the floor it removes, 1 minus its test error divided
 # by the floor. That is 100% for a perfect fit, 0% at the floor, and below 0% when the
 # model does worse than the best guess without state. We say a model *converged* when it
 # recovers at least half of the floor. Where `lahead >= tsteps` there is no floor, and a
 # model converged when its R² reaches 0.8 (R² is 1 minus the test error divided by the
 # target's variance).
+#
+# Expect the stateless model a little above its floor. With one sample per step, Adam
+# leaves its output offset toward the last samples of each epoch, and more epochs do not
+# remove the offset. The stateful score is the model as its last epoch left it. At this
+# learning rate its validation loss can jump between epochs, and its residual has an
+# offset too (docs/why.md).
 
 # %%
 print("Plotting Results")
@@ -317,8 +331,8 @@ print(f"This run {'agrees' if agrees else 'does NOT agree'} with the claim: {cla
 # %% [markdown]
 # ## The trained model, one step at a time
 #
-# A stateful model is usually used on a stream, one sample per call, each call going on
-# from the state the last one left. The weights do not depend on the batch size, but the
+# A stateful model is usually used on a stream, one sample per call, each going on from
+# the state the last one left. The weights do not depend on the batch size, but the
 # state does. So we copy the weights into a model built for batches of one sample, and
 # feed it the test set in time order from a state of zeros. At `batch_size = 1` it
 # predicts exactly what `predict()` did.
@@ -335,14 +349,13 @@ print(f"(largest difference from predict(): {difference:.1e})")
 # %% [markdown]
 # ## What the state remembers
 #
-# The claim is about memory, so we look at the memory itself. We feed each trained LSTM
-# the whole series again, one sample per call, and keep its state (`h` and `c`, 40
-# numbers) after each sample. The stateful copy runs on from sample to sample, and the
-# stateless one starts each sample from zeros. Then, for each `k`, a linear readout
-# fitted on the training samples tries to read back the input `k` steps before each
-# sample's newest input. Its R² on the test samples says how much of that input the
-# state holds: 1 all of it, 0 nothing. The window shows `k < lahead`, and the mean needs
-# `k < tsteps`.
+# We feed each trained LSTM the whole series again, one sample per call, and keep its
+# state (`h` and `c`, 40 numbers) after each sample. The stateful copy runs on from
+# sample to sample, and the stateless one starts each sample from zeros. Then, for each
+# `k`, a linear readout fitted on the training samples tries to read back the input `k`
+# steps before each sample's newest input. Its R² on the test samples says how much of
+# that input the state holds (1 all of it, 0 nothing). The window shows `k < lahead`,
+# and the mean needs `k < tsteps`.
 
 
 # %%
@@ -393,10 +406,12 @@ plt.show()  # in a terminal with a display, the figures open now
 #
 # With the defaults (`tsteps = 2`, `lahead = 1`), the stateful LSTM recovers nearly all
 # of what its one-input window leaves out, and the stateless one ends above its floor.
-# The memory readout shows why: the stateful state holds the inputs before the window,
+# The memory readout shows why. The stateful state holds the inputs before the window,
 # and the stateless state holds nothing beyond it.
 #
 # A stateful LSTM helps when the target depends on more of the past than one sample
-# shows, and each batch slot's samples follow each other in time. It does not help when
-# the window already holds what the target needs (`tsteps = 3`, `lahead = 3`: both
-# converge), or when the slots are interleaved at `batch_size > 1`.
+# shows, and each batch slot's samples follow each other in time. Its state learns to
+# keep the inputs of the last few steps. Inputs further back need samples long enough
+# for the gradient to reach them. It does not help when the window already holds what
+# the target needs (with `tsteps = 3` and `lahead = 3` both converge), or when the slots
+# are interleaved at `batch_size > 1`.
