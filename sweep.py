@@ -5,25 +5,30 @@
     python sweep.py --tsteps 1 2 4 --lahead 1 2 4 --scheduler tcp://HOST:8786
 
 Each run is the lesson as papermill runs a notebook: its source, with the run's values
-assigned in a cell right after its Parameters cell, run top to bottom in a new Python
-process. A last cell, this file's `write_metrics`, saves what the lesson computed. The
-runs go --jobs at a time on this machine, or to the workers of a Dask cluster
-(--scheduler). Each run's figures, log.txt and metrics.json land in
-OUTPUT_DIR/runs/<its name>/. After each run, OUTPUT_DIR/sweep.json (every run's
-metrics.json) and OUTPUT_DIR/sweep.png (the claim, cell by cell) are written again, so
-that Ctrl-C keeps the runs done.
+assigned in a cell right after its Parameters cell, run top to bottom, and a last cell,
+this file's `write_metrics`, that saves what the lesson computed. On this machine the
+runs go to --jobs worker processes; each runs one run at a time and keeps Keras loaded
+from one to the next, clearing its session in between. With --scheduler they go to the
+workers of a Dask cluster, each run in a new process there. Each run's figures, log.txt
+and metrics.json land in OUTPUT_DIR/runs/<its name>/. After each run,
+OUTPUT_DIR/sweep.json (every run's metrics.json) and OUTPUT_DIR/sweep.png (the claim,
+cell by cell) are written again, so that Ctrl-C keeps the runs done.
 """
 
 import argparse
 import ast
 import concurrent.futures
+import contextlib
+import functools
 import inspect
 import io
 import json
 import math
 import os
 import pathlib
+import queue
 import re
+import runpy
 import signal
 import statistics
 import subprocess
@@ -31,8 +36,9 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
-LESSON = pathlib.Path(__file__).with_name("lstm_stateful.py")
+LESSON = pathlib.Path(__file__).resolve().with_name("lstm_stateful.py")
 MODELS = ("stateful", "stateless")
 CHOICES = {
     "layout": ["interleaved", "contiguous"],
@@ -93,65 +99,138 @@ def program(source, values):
     return with_values(source, values) + last
 
 
-# A run's process. It exits when its standard input closes, which happens when the
-# process that started it (the sweep, or a Dask worker) ends, however it ends.
-CHILD = """\
-import os, runpy, sys, threading, traceback
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(1)), daemon=True).start()
-try:
-    runpy.run_path(sys.argv[1], run_name="__main__")
-except BaseException:
-    traceback.print_exc()
-    sys.stdout.flush()
-    os._exit(3)  # RAISED
-"""
+def run_here(folder):
+    """Run folder/lesson.py in this process, in that folder, as `python lesson.py` would
+    there, what it prints going to folder/log.txt. Returns 0, or RAISED with the
+    traceback in the log. Keras's session and the figures are cleared after it, so that
+    a run after it in the same process starts as in a new one."""
+    before = os.getcwd()
+    os.chdir(folder)
+    with open("log.txt", "w", encoding="utf-8") as log:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            try:
+                runpy.run_path("lesson.py", run_name="__main__")
+                return 0
+            except BaseException:
+                traceback.print_exc()
+                return RAISED
+            finally:
+                os.chdir(before)
+                if "keras" in sys.modules:
+                    sys.modules["keras"].utils.clear_session()
+                if "matplotlib.pyplot" in sys.modules:
+                    sys.modules["matplotlib.pyplot"].close("all")
 
 
-def run(code, started=None, attempts=3):
-    """Run `code` in a new Python process, in a temporary folder, its output_dir "out".
-    Returns its exit status, the files it wrote (log.txt: what it printed) and how many
-    times it started. A process that dies (killed for want of memory, say) starts again,
-    up to `attempts` times. `started(process)` is told of each process as it starts;
-    where it returns False, the run ends there."""
-    env = {**os.environ, "MPLBACKEND": "Agg"}  # figures saved, never shown
-    for attempt in range(1, attempts + 1):
-        with tempfile.TemporaryDirectory() as folder:
-            script, out = pathlib.Path(folder, "lesson.py"), pathlib.Path(folder, "out")
-            script.write_text(code, encoding="utf-8")
-            with open(out.with_name("log.txt"), "wb") as log:
-                child = subprocess.Popen(
-                    [sys.executable, "-c", CHILD, str(script)],
-                    stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=folder, env=env,
-                )  # fmt: skip
-                with child:  # closes its standard input when it ends
-                    if started is not None and not started(child):
-                        return None, {}, attempt
-                    status = child.wait()
-            files = {path.name: path.read_bytes() for path in out.glob("*")}
-            files["log.txt"] = out.with_name("log.txt").read_bytes()
-        if status in (0, RAISED):
-            break
-    return status, files, attempt
+def serve():
+    """A worker process's loop: run each folder named on standard input, one a line, and
+    answer each with its status, a line on standard output. The worker exits when its
+    standard input closes, which happens when the sweep ends, however it ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal: the sweep's
+    folders = queue.Queue()
+
+    def read():
+        for line in sys.stdin:
+            folders.put(line.rstrip("\n"))
+        os._exit(1)
+
+    threading.Thread(target=read, daemon=True).start()
+    answers = sys.stdout
+    while True:
+        status = run_here(folders.get())
+        print(status, file=answers, flush=True)
 
 
-class LocalRuns:
-    """The processes of this machine's runs, killed all at once by stop()."""
+def written(folder):
+    """The files a run wrote, by name: those in folder/out, and log.txt."""
+    files = {
+        path.name: path.read_bytes() for path in pathlib.Path(folder, "out").glob("*")
+    }
+    return files | {"log.txt": pathlib.Path(folder, "log.txt").read_bytes()}
 
-    def __init__(self):
-        self.lock, self.processes, self.stopped = threading.Lock(), set(), False
 
-    def started(self, process):
-        with self.lock:
+def on_a_dask_worker(code, worker):
+    """A run on a Dask worker: in a process of its own, which a worker started with the
+    code `worker` runs (Dask itself runs again a run whose worker died)."""
+    workers = Workers(1, worker)
+    try:
+        return workers.run(code)
+    finally:
+        workers.stop()
+
+
+class Workers:
+    """Worker processes, each running one run at a time and keeping Keras loaded from
+    one to the next: the code `worker` (WORKER: serve()). A worker that dies (killed for
+    want of memory, say) is replaced, and its run starts again, 3 times at most."""
+
+    def __init__(self, jobs, worker):
+        self.worker, self.lock, self.started, self.stopped = (
+            worker,
+            threading.Lock(),
+            [],
+            False,
+        )
+        self.free = queue.Queue()  # workers between runs; None: one not started yet
+        for _ in range(jobs):
+            self.free.put(None)
+
+    def start(self):
+        with self.lock:  # stop() kills every worker started before it, and no more
             if self.stopped:
-                process.kill()
-            self.processes.add(process)
-            return not self.stopped
+                return None
+            self.started.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", self.worker],
+                    env={**os.environ, "MPLBACKEND": "Agg"},  # figures never shown
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )  # fmt: skip
+            )
+            return self.started[-1]
+
+    def run(self, code):
+        """A run of `code` in a free worker: its status (None if it never ended), its
+        files and how many times it started."""
+        worker = self.free.get()
+        try:
+            for attempt in range(1, 4):
+                if worker is None or worker.poll() is not None:
+                    worker = self.start()
+                    if worker is None:  # the sweep has stopped
+                        return None, {}, attempt
+                with tempfile.TemporaryDirectory() as folder:
+                    pathlib.Path(folder, "lesson.py").write_text(code, encoding="utf-8")
+                    try:
+                        print(folder, file=worker.stdin, flush=True)
+                        answer = worker.stdout.readline()
+                    except OSError:  # a worker that died before it read the line
+                        answer = ""
+                    files = written(folder) if answer else {}
+                if answer:
+                    return int(answer), files, attempt
+                worker = None  # it died: the run starts again in a new one
+            return None, files, attempt
+        finally:
+            self.free.put(worker)
 
     def stop(self):
+        """Kill every worker, and start no more."""
         with self.lock:
             self.stopped = True
-            for process in self.processes:
-                process.kill()
+            for worker in self.started:
+                worker.kill()
+
+
+# A worker process's code, which needs nothing but Python's own modules: it can run on
+# any machine of a cluster.
+WORKER = "import contextlib, os, queue, runpy, signal, sys, threading, traceback\n"
+WORKER += (
+    f"RAISED = {RAISED}\n" + inspect.getsource(run_here) + inspect.getsource(serve)
+)
+WORKER += "serve()\n"
 
 
 def physical_memory():
@@ -275,7 +354,7 @@ def report(run, done, total, seconds, attempts):
         f"seed={params['seed']}: {models}: "
         f"{'agrees' if run['agrees'] else 'DIFFERS'} | "
         f"{seconds:.0f} s elapsed, about {seconds / done * (total - done):.0f} s left"
-        + (f" (its process died; run {attempts} times)" if attempts > 1 else ""),
+        + (f" (its worker died; run {attempts} times)" if attempts > 1 else ""),
         flush=True,
     )
 
@@ -366,10 +445,12 @@ def main():
         except OSError as error:
             parser.error(f"--scheduler {args.scheduler}: {error}")
         executor, where = client.get_executor(pure=False), f"on {args.scheduler}"
+        workers, run = None, functools.partial(on_a_dask_worker, worker=WORKER)
     else:
         client, where = None, f"{at_once} at a time"
         executor = concurrent.futures.ThreadPoolExecutor(at_once)
-        local = LocalRuns()
+        workers = Workers(at_once, WORKER)
+        run = workers.run
 
     output_dir = pathlib.Path(args.output_dir)
     try:
@@ -386,15 +467,13 @@ def main():
 
     runs_of = f"{len(todo)} run{'s' if len(todo) > 1 else ''} of lstm_stateful.py"
     print(f"{runs_of}, {where}", flush=True)
-    signal.signal(
-        signal.SIGTERM, signal.default_int_handler
-    )  # `kill` stops it as Ctrl-C
+    # `kill` stops the sweep as Ctrl-C does
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     runs, futures, began = [], {}, time.perf_counter()
     try:
         for run_values in todo:
             code = program(source, run_values | {"output_dir": "out"})
-            started = None if client else local.started
-            futures[executor.submit(run, code, started)] = name(run_values)
+            futures[executor.submit(run, code)] = name(run_values)
         for future in concurrent.futures.as_completed(futures):
             status, files, attempts = future.result()
             folder = output_dir / "runs" / futures[future]
@@ -402,15 +481,10 @@ def main():
             for file_name, content in files.items():
                 write_whole(folder / file_name, content)
             if status != 0:
-                last = (
-                    files["log.txt"].decode(errors="replace").strip().splitlines()[-1:]
-                )
-                died = (
-                    f"its process died {attempts} times"
-                    if status != RAISED
-                    else "failed"
-                )
-                print(f"sweep.py: {folder} {died}: {''.join(last)}", file=sys.stderr)
+                log = files.get("log.txt", b"").decode(errors="replace")
+                last = "".join(log.strip().splitlines()[-1:])
+                how = "failed" if status == RAISED else f"died {attempts} times"
+                print(f"sweep.py: {folder} {how}: {last}", file=sys.stderr)
                 return 1
             metrics = json.loads(files["metrics.json"])
             runs.append(metrics)
@@ -426,8 +500,8 @@ def main():
     finally:  # whatever ended the sweep: stop what is left of it, uninterrupted
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if client is None:
-            local.stop()
+        if workers is not None:
+            workers.stop()
         for future in futures:
             future.cancel()
         executor.shutdown(wait=False)

@@ -35,6 +35,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import sweep  # noqa: E402
 
+# The lesson's TensorFlow settings, made before any worker imports Keras, as the lesson
+# makes them before it does.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 GRID = dict(tsteps=[1, 2, 3, 4], lahead=[1, 2, 3, 4])
 
 

@@ -81,10 +81,10 @@ def test_a_sweep_on_the_cluster_gives_the_runs_of_a_local_one(cluster, tmp_path)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_a_run_whose_worker_dies_runs_again_and_its_process_ends(cluster, stand_in):
-    """SIGKILL to the worker process that runs a run (the stand-in's, with epochs 96,
-    waits in its first process): Dask runs it again on a worker, and the first run's
-    process, its parent gone, ends."""
+def test_a_run_whose_worker_dies_runs_again(cluster, stand_in):
+    """SIGKILL to the Dask worker whose run waits (the stand-in's, with epochs 96, waits
+    in its first process): Dask's nanny starts the worker again, the scheduler gives the
+    run to a worker again, and the first run's process, its parent gone, ends."""
     address, watched = cluster
     process = start(stand_in, "--epochs", 96, "--scheduler", address)
     wait_for(lambda: list(watched.glob("*.waits")), 120, "the run to start")

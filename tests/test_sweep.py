@@ -227,21 +227,20 @@ def test_the_values_are_assigned_right_after_the_parameters_cell():
 
 
 def test_a_run_of_the_sweep_is_the_lesson_run_alone(small_sweep, small_run):
-    """`python sweep.py` with small values (conftest.py): its metrics.json is what the
-    lesson gives in this process with the same values, number for number, and its
-    files are the run's."""
+    """`python sweep.py` with small values (conftest.py), second in a worker that ran
+    another seed first: its metrics.json is what the lesson gives in this process with
+    the same values, number for number, and its files are the run's."""
     printed, folder = small_sweep
-    runs = folder / "runs"
-    (run_folder,) = runs.iterdir()
-    assert run_folder.name == "tsteps4-lahead2"
-    metrics = json.loads((run_folder / "metrics.json").read_text())
-    assert metrics == small_run[2]
-    assert {path.name for path in run_folder.iterdir()} == {
+    runs = {path.name: path for path in (folder / "runs").iterdir()}
+    assert set(runs) == {"tsteps4-lahead2-seed22", "tsteps4-lahead2-seed21"}
+    second = runs["tsteps4-lahead2-seed21"]
+    assert json.loads((second / "metrics.json").read_text()) == small_run[2]
+    assert {path.name for path in second.iterdir()} == {
         *("input.png", "results.png", "memory.png", "metrics.json", "log.txt")
     }
-    log = (run_folder / "log.txt").read_text()
+    log = (second / "log.txt").read_text()
     assert "STATELESS LSTM WILL NOT CONVERGE" in log and "This run " in log
-    assert printed.splitlines()[0] == "1 run of lstm_stateful.py, 1 at a time"
+    assert printed.splitlines()[0] == "2 runs of lstm_stateful.py, 1 at a time"
 
 
 # ------------------------------------------------------------ with a stand-in lesson
@@ -288,6 +287,16 @@ def test_a_grid_runs_every_cell_and_seed_and_brings_back_its_files(stand_in):
 
 
 @POSIX
+def test_a_worker_runs_one_run_after_another_each_in_a_namespace_of_its_own(stand_in):
+    process = start(stand_in, "--seed", 1, 2, 3, 4, "--jobs", 2)
+    assert ended(process) == 0, read(stand_in, "stderr")
+    logs = [path.read_text() for path in (stand_in / "out" / "runs").glob("*/log.txt")]
+    assert len(logs) == 4 and all(log.endswith(" fresh\n") for log in logs)
+    pids = {log.split("process ")[1].split()[0] for log in logs}
+    assert len(pids) <= 2 and str(process.pid) not in pids  # two workers, not the sweep
+
+
+@POSIX
 def test_a_run_that_raises_keeps_its_traceback_and_stops_the_sweep(stand_in):
     process = start(stand_in, "--epochs", 98, "--tsteps", 2, 3, "--jobs", 1)
     assert ended(process) == 1
@@ -308,18 +317,22 @@ def test_a_run_whose_process_dies_runs_again(stand_in):
     (line,) = [
         line for line in read(stand_in, "stdout").splitlines() if "[1/1]" in line
     ]
-    assert line.endswith(" (its process died; run 2 times)")
+    assert line.endswith(" (its worker died; run 2 times)")
     watched = stand_in / "watched"
     assert (watched / "tsteps2-lahead1-seed1986.again").exists()
 
 
-def test_a_process_that_dies_every_time_ends_its_run_after_three():
-    code = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"
-    if sys.platform == "win32":
-        code = "import os\nos._exit(9)\n"
-    status, files, attempts = sweep.run(code)
-    assert attempts == 3 and status not in (0, sweep.RAISED)
-    assert files["log.txt"] == b""
+def test_a_worker_that_dies_every_time_ends_its_run_after_three():
+    code = "import os\nos._exit(9)\n"  # a worker killed for want of memory, say
+    workers = sweep.Workers(1, sweep.WORKER)
+    try:
+        status, files, attempts = workers.run(code)
+    finally:
+        workers.stop()
+    assert (status, files, attempts) == (None, {}, 3)
+    assert len(workers.started) == 3 and all(
+        w.wait(10) is not None for w in workers.started
+    )
 
 
 @POSIX
