@@ -28,9 +28,10 @@ def edited(text, output_dir):
 
 
 def readme_commands(word):
-    """The README's command lines that start with `word`, split as a shell does."""
+    """The README's shell lines that start with `word`, split as a shell does."""
     readme = (ROOT / "README.md").read_text()
-    lines = re.findall(rf"^{word} .*$", readme, re.M)
+    blocks = "".join(re.findall(r"^```bash\n(.*?)^```$", readme, re.M | re.S))
+    lines = re.findall(rf"^{word} .*$", blocks, re.M)
     return [shlex.split(part) for line in lines for part in line.split(" && ")]
 
 
