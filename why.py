@@ -244,16 +244,21 @@ def unseen(seed):
 
 def stateless_table(runs):
     print("| learning rate | batch | epochs | seed | test MSE | floor | recovered "
-          "| residual mean, test (training) | residual variance / floor | output's "
-          "offset | unseen part's mean, last 25 (50) training samples |")  # fmt: skip
+          "(at epoch 30) | residual mean, test (training) | residual variance / "
+          "floor | output's offset | unseen part's mean, last 25 (50) training "
+          "samples |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for run in runs:
         m, part = run["stateless"], unseen(run["seed"])
         offset = part.mean() - m["train_mean"]  # the model's output minus the guess's
+        at_30 = (
+            f" ({1 - m['val_loss'][29] / m['floor']:.1%})" if run["epochs"] > 30 else ""
+        )
         print(
             f"| {run.get('learning_rate', 0.001)} | {run.get('batch_size', 1)} | "
             f"{run['epochs']} | {run['seed']} | {m['test_mse']:.2e} | {m['floor']:.2e} "
-            f"| {m['recovered']:.1%} | {m['mean']:+.4f} ({m['train_mean']:+.4f}) | "
+            f"| {m['recovered']:.1%}{at_30} | "
+            f"{m['mean']:+.4f} ({m['train_mean']:+.4f}) | "
             f"{m['sd'] ** 2 / m['floor']:.3f} | {offset:+.4f} | "
             f"{part[-25:].mean():+.4f} ({part[-50:].mean():+.4f}) |"
         )
