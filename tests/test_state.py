@@ -2,8 +2,8 @@
 the lesson's models as its cells build and train them, then used as a learner uses them
 next; Keras's own stateful LSTM on this backend; README.md's recipe.
 
-test_backends.py runs this file again in a process of its own for each other installed
-backend, since one process loads one Keras backend."""
+One process loads one Keras backend, so CI runs this file (and test_lesson.py) again
+with KERAS_BACKEND=jax and with KERAS_BACKEND=torch (.ci/run)."""
 
 import contextlib
 import io
