@@ -88,6 +88,12 @@ COMMANDS = {
 STARTED = {}
 
 
+def pytest_collection_modifyitems(items):
+    """The tests that read the runs in new processes go last, so that the runs go on
+    beside the other tests instead of holding them up."""
+    items.sort(key=lambda item: any(name in item.fixturenames for name in COMMANDS))
+
+
 def pytest_collection_finish(session):
     for name, command in COMMANDS.items():
         if any(name in item.fixturenames for item in session.items):
