@@ -484,7 +484,8 @@ def main():
                 log = files.get("log.txt", b"").decode(errors="replace")
                 last = "".join(log.strip().splitlines()[-1:])
                 how = "failed" if status == RAISED else f"died {attempts} times"
-                print(f"sweep.py: {folder} {how}: {last}", file=sys.stderr)
+                print(f"sweep.py: {folder} {how}" + f": {last}" * bool(last),
+                      file=sys.stderr)  # fmt: skip
                 return 1
             metrics = json.loads(files["metrics.json"])
             runs.append(metrics)

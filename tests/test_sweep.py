@@ -322,6 +322,15 @@ def test_a_run_whose_process_dies_runs_again(stand_in):
     assert (watched / "tsteps2-lahead1-seed1986.again").exists()
 
 
+@POSIX
+def test_a_run_whose_process_dies_every_time_stops_the_sweep_in_one_line(stand_in):
+    process = start(stand_in, "--epochs", 95, "--tsteps", 2, 3, "--jobs", 1)
+    assert ended(process) == 1
+    folder = stand_in / "out" / "runs" / "tsteps2-lahead1"
+    assert read(stand_in, "stderr") == f"sweep.py: {folder} died 3 times\n"
+    assert not (stand_in / "out" / "runs" / "tsteps3-lahead1").exists()  # never run
+
+
 def test_a_worker_that_dies_every_time_ends_its_run_after_three():
     code = "import os\nos._exit(9)\n"  # a worker killed for want of memory, say
     workers = sweep.Workers(1, sweep.WORKER)
