@@ -240,6 +240,8 @@ def test_a_run_of_the_sweep_is_the_lesson_run_alone(small_sweep, small_run):
     }
     log = (second / "log.txt").read_text()
     assert "STATELESS LSTM WILL NOT CONVERGE" in log and "This run " in log
+    # the summary names the model as in a new process: Keras's session was cleared
+    assert re.search(r'Model: "sequential"', log), log[:2000]
     assert printed.splitlines()[0] == "2 runs of lstm_stateful.py, 1 at a time"
 
 
