@@ -211,6 +211,8 @@ class Workers:
                     files = written(folder) if answer else {}
                 if answer:
                     return int(answer), files, attempt
+                with contextlib.suppress(OSError):  # the line it never read, if any
+                    worker.stdin.close()
                 worker = None  # it died: the run starts again in a new one
             return None, files, attempt
         finally:
